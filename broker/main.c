@@ -1,0 +1,60 @@
+/*  main.c - sluice-broker: settings, then the broker loop. See docs/protocol.md. */
+#include "broker.h"
+#include "config.h"
+#include "slog.h"
+#include "smp.h"
+
+#include <stdlib.h>
+
+static const config_option_t s_options[] = {
+    {"frontend", CONFIG_STR, "tcp://127.0.0.1:5550", "ROUTER endpoint clients connect to"},
+    {"backend", CONFIG_STR, "tcp://127.0.0.1:5551", "ROUTER endpoint workers connect to"},
+    {"events_in", CONFIG_STR, "tcp://127.0.0.1:5552", "XSUB endpoint event publishers connect to"},
+    {"events_out", CONFIG_STR, "tcp://127.0.0.1:5553",
+     "XPUB endpoint event subscribers connect to"},
+    {"queue_max", CONFIG_INT, "1000", "bound of each service's request queue"},
+    {"service_queue_max", CONFIG_STR, "", "per-service queue bounds, e.g. db=2000,chat=100"},
+    {"heartbeat_ms", CONFIG_INT, "1000", "heartbeat interval to and from workers"},
+    {"liveness", CONFIG_INT, "3", "heartbeat intervals of silence before a worker is dead"},
+    {"default_deadline_ms", CONFIG_INT, "5000", "deadline of a request that sends 0"},
+    {"drain_ms", CONFIG_INT, "5000", "on SIGTERM, how long to wait for in-flight replies"},
+    {"pool_service", CONFIG_STR, "db", "workers of this service report pools in sys status"},
+    {NULL, 0, NULL, NULL},
+};
+
+int main(int argc, char **argv)
+{
+    config_t *config = NULL;
+    int rc = config_load(&config, "sluice-broker",
+                         "Routes SMP/1 requests from clients to workers by service, with credit, "
+                         "bounded queues, deadlines and heartbeats; proxies the event bus.",
+                         s_options, argc, argv);
+    if (rc != 0)
+        return rc > 0 ? 0 : 2;
+    int64_t queue_max = config_int(config, "queue_max");
+    broker_config_t cfg = {
+        .frontend = config_str(config, "frontend"),
+        .backend = config_str(config, "backend"),
+        .events_in = config_str(config, "events_in"),
+        .events_out = config_str(config, "events_out"),
+        .drain_ms = config_int(config, "drain_ms"),
+        .router =
+            {
+                .heartbeat_ms = config_int(config, "heartbeat_ms"),
+                .liveness = config_int(config, "liveness"),
+                .default_deadline_ms = config_int(config, "default_deadline_ms"),
+                .queue_max = queue_max < 0 ? SIZE_MAX : (size_t)queue_max,
+                .service_queue_max = config_str(config, "service_queue_max"),
+                .pool_service = config_str(config, "pool_service"),
+            },
+    };
+    broker_t *broker = broker_new(&cfg);
+    if (!broker) {
+        config_destroy(&config);
+        return 1;
+    }
+    rc = broker_run(broker);
+    broker_destroy(&broker);
+    config_destroy(&config);
+    return rc;
+}

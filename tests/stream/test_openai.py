@@ -1,0 +1,103 @@
+"""The openai provider through the real libcurl path, against a fake
+OpenAI-compatible server (tests/stream/conftest.py FakeOpenAI): a good stream with
+the conversation as context, then every way a provider fails - each ends the
+message `failed` with the error kept, and the requester gets a clear error."""
+import pytest
+
+from conftest import generate, messages, start_streamworker, wait_service
+
+KEY = "sk-test-not-a-real-key"
+
+
+@pytest.fixture
+def openai_chat(chat, fake_openai):
+    start_streamworker(chat.stack, provider="openai", base_url=fake_openai.base_url,
+                       model="fake-model", api_key_env="SLUICE_TEST_OPENAI_KEY",
+                       idle_timeout_ms=800, connect_timeout_ms=2000, checkpoint_ms=50,
+                       system_prompt="You are terse.",
+                       env={"SLUICE_TEST_OPENAI_KEY": KEY})
+    wait_service(chat.client, "chat")
+    chat.fake = fake_openai
+    return chat
+
+
+def ask(chat, content):
+    c = chat.client
+    rid = generate(c, chat.user, chat.conversation, content)
+    reply = c.wait_reply(rid, timeout=20)
+    assert c.partials and c.partials[0]["data"]["event"] == "message", c.partials
+    aid = c.partials[0]["data"]["assistant_message_id"]
+    deltas = "".join(p["data"]["text"] for p in c.partials[1:])
+    stored = {m["id"]: m for m in messages(c, chat.user, chat.conversation)}[aid]
+    return reply, stored, deltas
+
+
+def test_stream_with_context(openai_chat):
+    ch = openai_chat
+    reply, stored, deltas = ask(ch, "first question")
+    assert reply["status"] == 200, reply
+    assert deltas == "Hello, world!"
+    assert stored["status"] == "complete" and stored["content"] == "Hello, world!"
+    assert reply["data"]["assistant_message"]["content"] == "Hello, world!"
+    req = ch.fake.requests[-1]
+    assert req["path"] == "/v1/chat/completions"
+    assert req["headers"]["Authorization"] == "Bearer " + KEY
+    assert req["body"]["stream"] is True and req["body"]["model"] == "fake-model"
+    assert req["body"]["messages"] == [{"role": "system", "content": "You are terse."},
+                                       {"role": "user", "content": "first question"}]
+    # the second answer carries the first exchange as context
+    reply, stored, _ = ask(ch, "second question")
+    assert reply["status"] == 200
+    assert ch.fake.requests[-1]["body"]["messages"] == [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "Hello, world!"},
+        {"role": "user", "content": "second question"}]
+
+
+@pytest.mark.parametrize("mode,code,status,kept,in_message", [
+    ("stall", "provider_timeout", 504, "partial answer", "sent nothing for 800 ms"),
+    ("malformed", "provider_bad_event", 502, "before", "malformed event"),
+    ("cut", "provider_broken_stream", 502, "cut", "before [DONE]"),
+    ("stream-error", "provider_error", 502, "so far", "model overloaded"),
+    ("http500", "provider_http_error", 502, "", "HTTP 500: internal failure of the fake"),
+    ("http429", "provider_http_error", 502, "", "HTTP 429: Rate limit reached for requests"),
+    ("json200", "provider_bad_event", 502, "", "application/json"),
+])
+def test_provider_failures_are_kept(openai_chat, mode, code, status, kept, in_message):
+    reply, stored, deltas = ask(openai_chat, "mode:%s please" % mode)
+    assert reply["status"] == status, reply
+    assert reply["error"]["code"] == code and in_message in reply["error"]["message"], reply
+    assert stored["status"] == "failed"
+    assert stored["content"] == kept == deltas
+    assert stored["error"].startswith(code + ": ") and in_message in stored["error"]
+    assert reply["data"]["assistant_message"]["status"] == "failed"
+
+
+def test_unreachable_provider(chat):
+    start_streamworker(chat.stack, provider="openai", base_url="http://127.0.0.1:1/v1",
+                       model="m", api_key_env="")
+    wait_service(chat.client, "chat")
+    reply, stored, _ = ask(chat, "anyone there?")
+    assert reply["status"] == 502 and reply["error"]["code"] == "provider_unreachable", reply
+    assert stored["status"] == "failed" and stored["error"].startswith("provider_unreachable")
+
+
+def test_cancel_stops_the_provider(openai_chat):
+    ch = openai_chat
+    c = ch.client
+    rid = generate(c, ch.user, ch.conversation, "mode:slow go")
+    texts = []
+    aid = None
+    while len(texts) < 3:
+        cmd, _, body = c.recv(timeout=10)
+        if body["data"]["event"] == "message":
+            aid = body["data"]["assistant_message_id"]
+        else:
+            texts.append(body["data"]["text"])
+    c.cancel(rid)
+    assert c.wait_reply(rid, timeout=10)["status"] == 499
+    from conftest import wait_message
+    m = wait_message(c, ch.user, ch.conversation, aid, lambda m: m["status"] != "streaming")
+    assert m["status"] == "cancelled" and m["content"].startswith("".join(texts))
+    assert len(m["content"].split()) < 20

@@ -1,0 +1,146 @@
+"""A stream worker killed mid-stream, and many streams on a tiny DB pool: the
+seed's failure (a streamed answer holding a pooled session) shown not to happen."""
+import threading
+import time
+
+import smp
+from conftest import auth_of, generate, messages, start_streamworker, wait_message, wait_service
+
+
+def test_killed_worker_message_ends_failed(chat):
+    """The broker answers the client worker_lost; a surviving stream worker finds the
+    dead one's journal (its flock is gone) and finishes the message as failed."""
+    c = chat.client
+    doomed = start_streamworker(chat.stack, token_delay_ms=50, checkpoint_ms=100,
+                                worker_name="doomed")
+    wait_service(c, "chat")
+    words = ["k%d" % i for i in range(300)]
+    rid = generate(c, chat.user, chat.conversation, " ".join(words))
+    cmd, _, body = c.recv(timeout=10)
+    assert body["data"]["event"] == "message"
+    aid = body["data"]["assistant_message_id"]
+    # wait until a checkpoint stored some text, then start a second worker (which
+    # must not touch the live worker's journal), then kill the first
+    watcher = smp.Client(chat.stack.frontend)
+    try:
+        wait_message(watcher, chat.user, chat.conversation, aid,
+                     lambda m: m["status"] == "streaming" and m["content"])
+        survivor = start_streamworker(chat.stack, worker_name="survivor")
+        time.sleep(0.5)  # a few journal scans by the survivor while the first lives
+        m = {x["id"]: x for x in messages(watcher, chat.user, chat.conversation)}[aid]
+        assert m["status"] == "streaming", m
+        doomed.kill()
+        reply = c.wait_reply(rid, timeout=15)
+        assert reply["status"] == 503 and reply["error"]["code"] == "worker_lost", reply
+        m = wait_message(watcher, chat.user, chat.conversation, aid,
+                         lambda m: m["status"] != "streaming", timeout=15)
+        assert m["status"] == "failed" and m["error"].startswith("worker_lost:"), m
+        assert " ".join(words).startswith(m["content"]) and m["content"]
+        survivor.wait_log("finished as failed")
+    finally:
+        watcher.close()
+
+
+def test_restarted_worker_recovers_its_own_journal(chat):
+    """With no other stream worker alive, the next one started adopts the journal."""
+    c = chat.client
+    w = start_streamworker(chat.stack, token_delay_ms=50, checkpoint_ms=100)
+    wait_service(c, "chat")
+    rid = generate(c, chat.user, chat.conversation, " ".join(["r"] * 300))
+    cmd, _, body = c.recv(timeout=10)
+    aid = body["data"]["assistant_message_id"]
+    c.recv(timeout=10)  # a first delta
+    w.kill()
+    start_streamworker(chat.stack)
+    m = wait_message(c, chat.user, chat.conversation, aid, lambda m: m["status"] != "streaming")
+    assert m["status"] == "failed" and m["error"].startswith("worker_lost:")
+    assert c.wait_reply(rid, timeout=15)["status"] == 503
+
+
+def test_many_streams_small_pool_clipboard_keeps_working(chat, mariadb):
+    """250 concurrent echo streams through one stream worker, one DB worker with a
+    pool of 2 (no overflow); clipboard writes and reads from another client keep
+    succeeding the whole time, and the database never sees more than 2 connections."""
+    stack = chat.stack
+    n, words = 250, 60
+    start_streamworker(stack, token_delay_ms=20, checkpoint_ms=300, max_streams=n + 10)
+    c = chat.client
+    wait_service(c, "chat")
+    convs = []
+    for i in range(10):
+        r = c.call("chat.conversation.create", {"title": "load %d" % i}, auth=auth_of(chat.user))
+        convs.append(r["data"]["id"])
+
+    stop = threading.Event()
+    clip = {"ok": 0, "bad": [], "max_s": 0.0}
+    conns = {"max": 0, "samples": 0}
+
+    def clipboard_loop():
+        cl = smp.Client(stack.frontend)
+        try:
+            i = 0
+            while not stop.is_set():
+                t = time.monotonic()
+                r = cl.call("clipboard.create", {"content": "item %d" % i,
+                                                  "content_type": "text/plain"},
+                            auth=auth_of(chat.user))
+                r2 = cl.call("clipboard.latest", {}, auth=auth_of(chat.user))
+                clip["max_s"] = max(clip["max_s"], time.monotonic() - t)
+                if r["status"] == 201 and r2["status"] == 200:
+                    clip["ok"] += 1
+                else:
+                    clip["bad"].append((r, r2))
+                i += 1
+        finally:
+            cl.close()
+
+    def connection_sampler():
+        while not stop.is_set():
+            conns["max"] = max(conns["max"], len(mariadb.connection_ids(database=stack.database)))
+            conns["samples"] += 1
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=clipboard_loop), threading.Thread(target=connection_sampler)]
+    for t in threads:
+        t.start()
+    try:
+        texts = {}
+        rids = {}
+        for i in range(n):
+            content = " ".join("s%dw%d" % (i, j) for j in range(words))
+            rid = generate(c, chat.user, convs[i % len(convs)], content)
+            rids[rid] = content
+            texts[rid] = []
+        replies = {}
+        end = time.monotonic() + 60
+        while len(replies) < n and time.monotonic() < end:
+            cmd, rid, body = c.recv(timeout=30)
+            if cmd == smp.PARTIAL:
+                if body["data"]["event"] == "delta":
+                    texts[rid].append(body["data"]["text"])
+            else:
+                replies[rid] = body
+        # let the clipboard loop run a little past the streams too
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert len(replies) == n
+    bad = [r for r in replies.values() if r["status"] != 200]
+    assert not bad, bad[:3]
+    for rid, content in rids.items():
+        assert "".join(texts[rid]) == content
+        assert replies[rid]["data"]["assistant_message"]["content"] == content
+    assert clip["ok"] > 10 and not clip["bad"], clip["bad"][:3]
+    assert conns["samples"] > 5 and conns["max"] <= 2, conns
+    # every answer is stored complete
+    complete = 0
+    for conv in convs:
+        for m in messages(c, chat.user, conv):
+            if m["role"] == "assistant":
+                assert m["status"] == "complete", m
+                complete += 1
+    assert complete == n
+    print("clipboard round trips during the streams: %d, slowest %.3f s; max DB connections %d"
+          % (clip["ok"], clip["max_s"], conns["max"]))

@@ -1,0 +1,181 @@
+/*  ops_clipboard.c - clipboard items with a per-user seq that only grows. */
+#include "mp.h"
+#include "ops.h"
+#include "smp.h"
+
+/* A list reply stays well under the largest body SMP carries; next_after lets the
+   client fetch the rest. */
+#define S_LIST_BYTES_MAX (SMP_BODY_MAX - 256 * 1024)
+#define S_ITEM_OVERHEAD 256
+
+static void s_pack_item(msgpack_packer *pk, int64_t id, int64_t seq, const char *content,
+                        size_t content_len, const char *type, size_t type_len,
+                        const dbcell_t *source, int64_t source_id, int64_t created_ms)
+{
+    msgpack_pack_map(pk, 6);
+    mp_pack_kv_int(pk, "id", id);
+    mp_pack_kv_int(pk, "seq", seq);
+    mp_pack_cstr(pk, "content");
+    mp_pack_strn(pk, content, content_len);
+    mp_pack_cstr(pk, "content_type");
+    mp_pack_strn(pk, type, type_len);
+    mp_pack_cstr(pk, "source_device_id");
+    if (source && source->null)
+        msgpack_pack_nil(pk);
+    else
+        msgpack_pack_int64(pk, source ? source->i : source_id);
+    op_pack_time(pk, "created_at", created_ms);
+}
+
+/* Row r of SELECT id, seq, content, content_type, source_device_id, created_at. */
+static void s_pack_row(msgpack_packer *pk, const dbres_t *res, size_t r)
+{
+    const dbcell_t *content = dbres_cell(res, r, 2), *type = dbres_cell(res, r, 3);
+    s_pack_item(pk, dbres_cell(res, r, 0)->i, dbres_cell(res, r, 1)->i, content->s, content->len,
+                type->s, type->len, dbres_cell(res, r, 4), 0, dbres_cell(res, r, 5)->i);
+}
+
+typedef struct {
+    const char *content, *type;
+    size_t content_len, type_len;
+    int64_t seq;
+} s_create_t;
+
+/* clipboard.create {content, content_type} -> 201 item; event clipboard.item */
+void op_clipboard_create(dbop_t *op)
+{
+    s_create_t *st = OP_STATE(op, s_create_t);
+    OP_BEGIN(op);
+    const msgpack_object *v = op->args ? mp_get(op->args, "content") : NULL;
+    if (v && v->type == MSGPACK_OBJECT_STR && v->via.str.size > dbop_config(op)->max_item_bytes) {
+        dbop_error(op, 413, "payload_too_large", "\"content\" is larger than %zu bytes",
+                   dbop_config(op)->max_item_bytes);
+        return;
+    }
+    if (!arg_str(op, "content", true, 0, SIZE_MAX, &st->content, &st->content_len) ||
+        !arg_str(op, "content_type", false, 1, 255, &st->type, &st->type_len))
+        return;
+    if (!st->type) {
+        st->type = "text/plain";
+        st->type_len = 10;
+    }
+    for (size_t i = 0; i < st->type_len; i++) {
+        if ((unsigned char)st->type[i] < 0x20 || st->type[i] == 0x7f) {
+            dbop_error(op, 400, "bad_request", "\"content_type\" has control characters");
+            return;
+        }
+    }
+    OP_TX_BEGIN(op);
+    /* The user's row lock orders concurrent creates on every worker: each gets the
+       next seq, none is skipped (a rollback undoes its bump too). */
+    OP_EXEC(op, "UPDATE users SET clip_seq = LAST_INSERT_ID(clip_seq + 1) WHERE id = ?",
+            P_INT(op->user_id));
+    if (op->res.affected == 0) {
+        dbop_error(op, 401, "unauthorized", "no such user");
+        return;
+    }
+    st->seq = (int64_t)op->res.insert_id;
+    OP_EXEC(op,
+            "INSERT INTO clipboard_items"
+            " (user_id, seq, content, content_type, source_device_id, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            P_INT(op->user_id), P_INT(st->seq), P_STR(st->content, st->content_len),
+            P_STR(st->type, st->type_len), P_INT(op->device_id), P_TIME(op->now_ms));
+    int64_t id = (int64_t)op->res.insert_id;
+    s_pack_item(dbop_reply(op, 201), id, st->seq, st->content, st->content_len, st->type,
+                st->type_len, NULL, op->device_id, op->now_ms);
+    msgpack_sbuffer ev;
+    msgpack_sbuffer_init(&ev);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &ev, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    mp_pack_kv_str(&pk, "type", "clipboard.item");
+    mp_pack_cstr(&pk, "item");
+    s_pack_item(&pk, id, st->seq, st->content, st->content_len, st->type, st->type_len, NULL,
+                op->device_id, op->now_ms);
+    mp_pack_kv_int(&pk, "source_device_id", op->device_id);
+    dbop_event(op, op->user_id, &ev);
+    dbop_commit(op);
+    OP_END(op);
+}
+
+typedef struct {
+    int64_t after, limit;
+} s_list_t;
+
+/* clipboard.list {after, limit} -> 200 {items, next_after}: seq > after, ascending */
+void op_clipboard_list(dbop_t *op)
+{
+    s_list_t *st = OP_STATE(op, s_list_t);
+    OP_BEGIN(op);
+    if (!arg_int(op, "after", 0, INT64_MAX, 0, &st->after) ||
+        !arg_int(op, "limit", 1, 500, 100, &st->limit))
+        return;
+    OP_EXEC(op,
+            "SELECT id, seq, content, content_type, source_device_id, created_at"
+            " FROM clipboard_items WHERE user_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            P_INT(op->user_id), P_INT(st->after), P_INT(st->limit));
+    size_t n = 0, bytes = 0;
+    for (; n < op->res.rows; n++) {
+        bytes += dbres_cell(&op->res, n, 2)->len + S_ITEM_OVERHEAD;
+        if (n > 0 && bytes > S_LIST_BYTES_MAX)
+            break;
+    }
+    msgpack_packer *pk = dbop_reply(op, 200);
+    msgpack_pack_map(pk, 2);
+    mp_pack_cstr(pk, "items");
+    msgpack_pack_array(pk, n);
+    for (size_t r = 0; r < n; r++)
+        s_pack_row(pk, &op->res, r);
+    mp_pack_kv_int(pk, "next_after", n ? dbres_cell(&op->res, n - 1, 1)->i : st->after);
+    dbop_done(op);
+    OP_END(op);
+}
+
+/* clipboard.latest -> 200 item | 404 */
+void op_clipboard_latest(dbop_t *op)
+{
+    OP_BEGIN(op);
+    OP_EXEC(op,
+            "SELECT id, seq, content, content_type, source_device_id, created_at"
+            " FROM clipboard_items WHERE user_id = ? ORDER BY seq DESC LIMIT 1",
+            P_INT(op->user_id));
+    if (op->res.rows == 0) {
+        dbop_error(op, 404, "not_found", "the clipboard is empty");
+        return;
+    }
+    s_pack_row(dbop_reply(op, 200), &op->res, 0);
+    dbop_done(op);
+    OP_END(op);
+}
+
+typedef struct {
+    int64_t id;
+} s_delete_t;
+
+/* clipboard.delete {id} -> 204 | 404; event clipboard.deleted */
+void op_clipboard_delete(dbop_t *op)
+{
+    s_delete_t *st = OP_STATE(op, s_delete_t);
+    OP_BEGIN(op);
+    if (!arg_id(op, "id", true, &st->id))
+        return;
+    OP_TX_BEGIN(op);
+    OP_EXEC(op, "DELETE FROM clipboard_items WHERE id = ? AND user_id = ?", P_INT(st->id),
+            P_INT(op->user_id));
+    if (op->res.affected == 0) {
+        dbop_error(op, 404, "not_found", "no such clipboard item");
+        return;
+    }
+    msgpack_sbuffer ev;
+    msgpack_sbuffer_init(&ev);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &ev, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    mp_pack_kv_str(&pk, "type", "clipboard.deleted");
+    mp_pack_kv_int(&pk, "id", st->id);
+    dbop_event(op, op->user_id, &ev);
+    dbop_reply_empty(op, 204);
+    dbop_commit(op);
+    OP_END(op);
+}

@@ -1,0 +1,523 @@
+/*  pool.c - the connection pool. See pool.h for the semantics. */
+#include "pool.h"
+#include "clock.h"
+#include "mp.h"
+#include "slog.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define S_BACKOFF_START_MS 100
+
+typedef enum {
+    S_CONNECTING, /* connect and session setup under way */
+    S_IDLE,       /* on the idle stack */
+    S_PINGING,    /* pre-ping before it is handed out */
+    S_USED,       /* checked out */
+    S_RESETTING,  /* rolling back after it came back inside a transaction */
+} s_state_t;
+
+typedef struct {
+    pool_t *pool;
+    conn_t *conn;
+    s_state_t state;
+    int64_t idle_since_ms;
+    dbparam_t setup_param; /* the session setup statement's parameter */
+    dbres_t res;
+} s_slot_t;
+
+struct pool_t {
+    pool_config_t config;
+    size_t max;       /* pool_size + max_overflow */
+    s_slot_t **slots; /* max entries, NULL when free */
+    size_t *idle;     /* slot indexes; the top is the most recently returned */
+    size_t idle_count;
+    zlistx_t *waiters; /* pool_waiter_t*, oldest first */
+    zlistx_t *dead;    /* s_slot_t* closed, freed in pool_tick */
+    uint64_t next_id;
+
+    bool server_up; /* the last connect attempt succeeded */
+    bool started;
+    int64_t backoff_ms;      /* current reconnect backoff */
+    int64_t next_connect_ms; /* no connect attempt before this while the server is down */
+    size_t replace_pending;  /* discarded connections not yet replaced */
+    bool dispatching, redispatch;
+
+    uint64_t invalid;        /* connections discarded as lost or broken */
+    uint64_t reconnects;     /* connections opened to replace discarded ones */
+    uint64_t connect_errors; /* failed connect attempts */
+};
+
+static void s_dispatch(pool_t *self);
+static void s_fill(pool_t *self);
+
+pool_t *pool_new(const pool_config_t *config)
+{
+    if (config->pool_size < 1 || config->max_overflow < 0)
+        return NULL;
+    pool_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->config = *config;
+    self->max = (size_t)config->pool_size + (size_t)config->max_overflow;
+    self->slots = calloc(self->max, sizeof *self->slots);
+    self->idle = calloc(self->max, sizeof *self->idle);
+    self->waiters = zlistx_new();
+    self->dead = zlistx_new();
+    self->server_up = true; /* until a connect says otherwise */
+    self->backoff_ms = S_BACKOFF_START_MS;
+    if (!self->slots || !self->idle || !self->waiters || !self->dead) {
+        pool_destroy(&self);
+        return NULL;
+    }
+    return self;
+}
+
+static void s_slot_free(s_slot_t **slot_p)
+{
+    s_slot_t *slot = *slot_p;
+    if (!slot)
+        return;
+    conn_destroy(&slot->conn);
+    dbres_clear(&slot->res);
+    free(slot);
+    *slot_p = NULL;
+}
+
+void pool_destroy(pool_t **self_p)
+{
+    pool_t *self = *self_p;
+    if (!self)
+        return;
+    for (size_t i = 0; self->slots && i < self->max; i++)
+        s_slot_free(&self->slots[i]);
+    if (self->dead) {
+        for (s_slot_t *s = zlistx_first(self->dead); s; s = zlistx_next(self->dead))
+            s_slot_free(&s);
+        zlistx_destroy(&self->dead);
+    }
+    zlistx_destroy(&self->waiters);
+    free(self->slots);
+    free(self->idle);
+    free(self);
+    *self_p = NULL;
+}
+
+static ssize_t s_index_of(const pool_t *self, const conn_t *conn)
+{
+    for (size_t i = 0; i < self->max; i++)
+        if (self->slots[i] && self->slots[i]->conn == conn)
+            return (ssize_t)i;
+    return -1;
+}
+
+static size_t s_open(const pool_t *self)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < self->max; i++)
+        n += self->slots[i] != NULL;
+    return n;
+}
+
+static size_t s_count(const pool_t *self, s_state_t state)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < self->max; i++)
+        n += self->slots[i] && self->slots[i]->state == state;
+    return n;
+}
+
+static void s_idle_remove(pool_t *self, size_t index)
+{
+    for (size_t i = 0; i < self->idle_count; i++) {
+        if (self->idle[i] == index) {
+            memmove(&self->idle[i], &self->idle[i + 1],
+                    (self->idle_count - i - 1) * sizeof self->idle[0]);
+            self->idle_count--;
+            return;
+        }
+    }
+}
+
+/*  Takes the slot out of the pool; its memory is freed in pool_tick, because this
+    may run inside the connection's own callback. lost: counted invalid and
+    replaced. */
+static void s_close(pool_t *self, size_t index, bool lost, const char *reason)
+{
+    s_slot_t *slot = self->slots[index];
+    if (slot->state == S_IDLE)
+        s_idle_remove(self, index);
+    self->slots[index] = NULL;
+    if (lost) {
+        self->invalid++;
+        self->replace_pending++;
+        slog_warn("db: pool: connection %" PRIu64 " discarded: %s", conn_id(slot->conn), reason);
+    } else {
+        slog_debug("db: pool: connection %" PRIu64 " closed: %s", conn_id(slot->conn), reason);
+    }
+    zlistx_add_end(self->dead, slot);
+}
+
+static void s_on_setup(conn_t *conn, void *arg);
+
+static void s_on_connect(conn_t *conn, void *arg)
+{
+    s_slot_t *slot = arg;
+    pool_t *self = slot->pool;
+    ssize_t index = s_index_of(self, conn);
+    if (index < 0)
+        return;
+    if (conn_failed(conn)) {
+        self->connect_errors++;
+        if (self->server_up)
+            slog_warn("db: pool: cannot connect to the database: %s (%u); retrying with backoff",
+                      conn_error(conn), conn_errno(conn));
+        self->server_up = false;
+        self->next_connect_ms = clock_now_ms() + self->backoff_ms;
+        self->backoff_ms *= 2;
+        if (self->backoff_ms > self->config.backoff_max_ms)
+            self->backoff_ms = self->config.backoff_max_ms;
+        self->slots[index] = NULL;
+        zlistx_add_end(self->dead, slot);
+        return;
+    }
+    if (!self->server_up)
+        slog_info("db: pool: database reachable again");
+    self->server_up = true;
+    self->backoff_ms = S_BACKOFF_START_MS;
+    if (self->replace_pending) {
+        self->replace_pending--;
+        self->reconnects++;
+    }
+    if (self->config.conn.lock_wait_timeout_s > 0) {
+        /* The session's lock-wait bound, so an op blocked by another session's
+           lock fails with 1205 in bounded time instead of holding on for 50 s. */
+        slot->setup_param = P_INT(self->config.conn.lock_wait_timeout_s);
+        if (conn_exec(conn, DB_SQL("SET SESSION innodb_lock_wait_timeout = ?"), &slot->setup_param,
+                      1, &slot->res, s_on_setup, slot) != 0) {
+            s_close(self, (size_t)index, true, conn_error(conn));
+            s_fill(self);
+        }
+        return;
+    }
+    s_on_setup(conn, slot);
+}
+
+/* A connection that is ready for use: to the oldest waiter, else onto the idle stack. */
+static void s_ready(pool_t *self, size_t index)
+{
+    s_slot_t *slot = self->slots[index];
+    if (zlistx_size(self->waiters) > 0) {
+        pool_waiter_t *w = zlistx_first(self->waiters);
+        zlistx_delete(self->waiters, w->handle);
+        w->handle = NULL;
+        slot->state = S_USED;
+        w->ready(w, slot->conn);
+        return;
+    }
+    if (s_open(self) > (size_t)self->config.pool_size) {
+        s_close(self, index, false, "overflow connection returned idle");
+        return;
+    }
+    slot->state = S_IDLE;
+    slot->idle_since_ms = clock_now_ms();
+    self->idle[self->idle_count++] = index;
+}
+
+static void s_on_setup(conn_t *conn, void *arg)
+{
+    s_slot_t *slot = arg;
+    pool_t *self = slot->pool;
+    ssize_t index = s_index_of(self, conn);
+    if (index < 0)
+        return;
+    dbres_clear(&slot->res);
+    if (conn_failed(conn)) {
+        s_close(self, (size_t)index, true, conn_error(conn));
+        s_fill(self);
+        return;
+    }
+    s_ready(self, (size_t)index);
+    s_dispatch(self);
+}
+
+/* Opens connections while fewer are open than wanted: pool_size, or as many as are
+   in use plus waiting (up to the maximum). While the server is down, one probe at
+   a time, after the backoff. */
+static void s_fill(pool_t *self)
+{
+    if (!self->started)
+        return;
+    int64_t now = clock_now_ms();
+    for (;;) {
+        size_t open = s_open(self);
+        /* connections connecting or being pinged will serve the waiters */
+        size_t coming = s_count(self, S_CONNECTING) + s_count(self, S_PINGING);
+        bool wanted = open < (size_t)self->config.pool_size ||
+                      zlistx_size(self->waiters) > coming + self->idle_count;
+        if (open >= self->max || !wanted)
+            return;
+        if (!self->server_up && (now < self->next_connect_ms || s_count(self, S_CONNECTING)))
+            return;
+        size_t index = 0;
+        while (index < self->max && self->slots[index])
+            index++;
+        if (index == self->max)
+            return;
+        s_slot_t *slot = calloc(1, sizeof *slot);
+        if (!slot)
+            return;
+        slot->pool = self;
+        slot->state = S_CONNECTING;
+        slot->conn = conn_new(&self->config.conn, ++self->next_id);
+        if (!slot->conn) {
+            free(slot);
+            return;
+        }
+        self->slots[index] = slot;
+        if (!self->server_up)
+            self->next_connect_ms = now + self->backoff_ms; /* one probe per backoff */
+        if (conn_connect(slot->conn, s_on_connect, slot) != 0) {
+            self->slots[index] = NULL;
+            zlistx_add_end(self->dead, slot);
+            return;
+        }
+    }
+}
+
+void pool_start(pool_t *self)
+{
+    self->started = true;
+    s_fill(self);
+}
+
+static void s_on_ping(conn_t *conn, void *arg)
+{
+    s_slot_t *slot = arg;
+    pool_t *self = slot->pool;
+    ssize_t index = s_index_of(self, conn);
+    if (index < 0)
+        return;
+    if (conn_failed(conn)) {
+        s_close(self, (size_t)index, true, conn_error(conn));
+        s_fill(self);
+    } else {
+        s_ready(self, (size_t)index);
+    }
+    s_dispatch(self);
+}
+
+/* Hands idle connections to waiters, oldest waiter first, newest connection first. */
+static void s_dispatch(pool_t *self)
+{
+    if (self->dispatching) {
+        self->redispatch = true; /* a ready callback re-entered: the outer loop goes on */
+        return;
+    }
+    self->dispatching = true;
+    do {
+        self->redispatch = false;
+        int64_t now = clock_now_ms();
+        while (zlistx_size(self->waiters) > 0 && self->idle_count > 0) {
+            size_t index = self->idle[--self->idle_count];
+            s_slot_t *slot = self->slots[index];
+            if (self->config.recycle_s > 0 &&
+                now - conn_created_ms(slot->conn) >= self->config.recycle_s * 1000) {
+                slot->state = S_USED; /* off the idle stack already */
+                s_close(self, index, false, "recycled (older than recycle_s)");
+                self->replace_pending++;
+                continue;
+            }
+            pool_waiter_t *first = zlistx_first(self->waiters);
+            if (first->verify || (self->config.ping_after_idle_ms >= 0 &&
+                                  now - slot->idle_since_ms >= self->config.ping_after_idle_ms)) {
+                first->verify = false; /* the ping's connection goes to the oldest waiter */
+                slot->state = S_PINGING;
+                if (conn_ping(slot->conn, s_on_ping, slot) != 0)
+                    s_close(self, index, true, conn_error(slot->conn));
+                continue;
+            }
+            pool_waiter_t *w = zlistx_first(self->waiters);
+            zlistx_delete(self->waiters, w->handle);
+            w->handle = NULL;
+            slot->state = S_USED;
+            w->ready(w, slot->conn);
+        }
+        s_fill(self);
+    } while (self->redispatch);
+    self->dispatching = false;
+}
+
+void pool_checkout(pool_t *self, pool_waiter_t *waiter)
+{
+    waiter->handle = zlistx_add_end(self->waiters, waiter);
+    s_dispatch(self);
+}
+
+void pool_cancel(pool_t *self, pool_waiter_t *waiter)
+{
+    if (waiter->handle) {
+        zlistx_delete(self->waiters, waiter->handle);
+        waiter->handle = NULL;
+    }
+}
+
+static void s_on_reset(conn_t *conn, void *arg)
+{
+    s_slot_t *slot = arg;
+    pool_t *self = slot->pool;
+    ssize_t index = s_index_of(self, conn);
+    if (index < 0)
+        return;
+    if (conn_failed(conn)) {
+        s_close(self, (size_t)index, true, conn_error(conn));
+        s_fill(self);
+    } else {
+        s_ready(self, (size_t)index);
+    }
+    s_dispatch(self);
+}
+
+void pool_return(pool_t *self, conn_t *conn, bool discard)
+{
+    ssize_t found = s_index_of(self, conn);
+    if (found < 0)
+        return;
+    size_t index = (size_t)found;
+    s_slot_t *slot = self->slots[index];
+    if (discard || conn_lost(conn)) {
+        s_close(self, index, true,
+                conn_failed(conn) ? conn_error(conn) : "returned in an unknown state");
+        s_dispatch(self);
+        return;
+    }
+    if (self->config.recycle_s > 0 &&
+        clock_now_ms() - conn_created_ms(conn) >= self->config.recycle_s * 1000) {
+        s_close(self, index, false, "recycled (older than recycle_s)");
+        self->replace_pending++;
+        s_dispatch(self);
+        return;
+    }
+    if (conn_in_transaction(conn)) {
+        /* reset on return: whatever the op left open is rolled back first */
+        slot->state = S_RESETTING;
+        if (conn_rollback(conn, s_on_reset, slot) != 0) {
+            s_close(self, index, true, conn_error(conn));
+            s_dispatch(self);
+        }
+        return;
+    }
+    s_ready(self, index);
+    s_dispatch(self);
+}
+
+uint32_t pool_capacity(const pool_t *self)
+{
+    if (self->server_up)
+        return (uint32_t)self->max;
+    size_t n = 0;
+    for (size_t i = 0; i < self->max; i++)
+        n += self->slots[i] && self->slots[i]->state != S_CONNECTING;
+    return (uint32_t)n;
+}
+
+size_t pool_waiting(const pool_t *self)
+{
+    return zlistx_size(self->waiters);
+}
+
+bool pool_server_up(const pool_t *self)
+{
+    return self->server_up;
+}
+
+size_t pool_open_count(const pool_t *self)
+{
+    return s_open(self);
+}
+
+size_t pool_poll(pool_t *self, zmq_pollitem_t *items, conn_t **owners, size_t max,
+                 int64_t *timeout_ms)
+{
+    size_t n = 0;
+    int64_t now = clock_now_ms();
+    for (size_t i = 0; i < self->max && n < max; i++) {
+        s_slot_t *slot = self->slots[i];
+        int fd;
+        short events;
+        int64_t until;
+        if (!slot || !conn_wait(slot->conn, &fd, &events, &until))
+            continue;
+        items[n] = (zmq_pollitem_t){.socket = NULL, .fd = fd, .events = events};
+        owners[n] = slot->conn;
+        n++;
+        if (until >= 0) {
+            int64_t left = until > now ? until - now : 0;
+            if (left < *timeout_ms)
+                *timeout_ms = left;
+        }
+    }
+    if (!self->server_up && s_open(self) < (size_t)self->config.pool_size) {
+        int64_t left = self->next_connect_ms > now ? self->next_connect_ms - now : 0;
+        if (left < *timeout_ms)
+            *timeout_ms = left;
+    }
+    return n;
+}
+
+void pool_io(pool_t *self, conn_t *conn, short revents)
+{
+    /* only connections still in the pool: a discarded one waits in the dead list */
+    if (s_index_of(self, conn) >= 0)
+        conn_io(conn, revents);
+}
+
+void pool_tick(pool_t *self)
+{
+    int64_t now = clock_now_ms();
+    for (size_t i = 0; i < self->max; i++) {
+        s_slot_t *slot = self->slots[i];
+        int fd;
+        short events;
+        int64_t until;
+        if (slot && conn_wait(slot->conn, &fd, &events, &until) && until >= 0 && now >= until)
+            conn_io(slot->conn, 0);
+    }
+    /* idle connections past recycle_s are replaced while nobody needs them, and
+       overflow ones are closed */
+    for (size_t k = self->idle_count; k-- > 0;) {
+        if (k >= self->idle_count)
+            continue;
+        size_t index = self->idle[k];
+        s_slot_t *slot = self->slots[index];
+        if (self->config.recycle_s > 0 &&
+            now - conn_created_ms(slot->conn) >= self->config.recycle_s * 1000) {
+            s_close(self, index, false, "recycled (older than recycle_s)");
+            self->replace_pending++;
+        } else if (s_open(self) > (size_t)self->config.pool_size) {
+            s_close(self, index, false, "overflow connection idle");
+        }
+    }
+    s_dispatch(self);
+    for (s_slot_t *s = zlistx_first(self->dead); s; s = zlistx_next(self->dead))
+        s_slot_free(&s);
+    zlistx_purge(self->dead);
+}
+
+void pool_status(const pool_t *self, msgpack_packer *pk)
+{
+    size_t open = s_open(self);
+    mp_pack_kv_int(pk, "pool_size", self->config.pool_size);
+    mp_pack_kv_int(pk, "max_overflow", self->config.max_overflow);
+    mp_pack_kv_int(pk, "checked_out", (int64_t)s_count(self, S_USED));
+    mp_pack_kv_int(pk, "overflow",
+                   open > (size_t)self->config.pool_size
+                       ? (int64_t)(open - (size_t)self->config.pool_size)
+                       : 0);
+    mp_pack_kv_int(pk, "idle", (int64_t)self->idle_count);
+    mp_pack_kv_int(pk, "invalid", (int64_t)self->invalid);
+    mp_pack_kv_int(pk, "waiting", (int64_t)zlistx_size(self->waiters));
+    mp_pack_kv_int(pk, "reconnects", (int64_t)self->reconnects);
+    mp_pack_kv_int(pk, "connect_errors", (int64_t)self->connect_errors);
+    mp_pack_kv_int(pk, "open", (int64_t)open);
+}

@@ -1,0 +1,708 @@
+/*  actor.c - one chat answer: begin, stream, checkpoint, finish. See actor.h. */
+#include "actor.h"
+#include "clock.h"
+#include "echo.h"
+#include "mp.h"
+#include "slog.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_FINISH_ATTEMPTS 4 /* a finish refused with 5xx is tried this often */
+#define S_FINISH_BACKOFF_MS 250
+/* A CANCEL this close to the request's deadline is the broker's deadline CANCEL */
+#define S_DEADLINE_SLACK_MS 250
+#define S_URGENT_WAIT_MS 30000 /* budget of begin and finish (see s_call_send_long) */
+
+typedef enum { S_BEGIN, S_CONTEXT, S_STREAMING, S_FINISHING, S_DONE } s_state_t;
+
+typedef struct {
+    const char *status; /* stored: "complete", "failed" or "cancelled" */
+    int reply_status;   /* 200, 499, 502, 503 or 504 */
+    char code[48];      /* error code ("" when complete) */
+    char message[300];
+} s_outcome_t;
+
+struct actor_t {
+    const actor_env_t *env;
+    worker_request_t *req; /* until the final REPLY */
+    s_state_t state;
+    int64_t user_id;
+    int64_t device_id;
+    int64_t conversation_id;
+    char *content; /* the user's message */
+    size_t content_len;
+    int64_t message_id;           /* the assistant message, once begun */
+    msgpack_sbuffer user_message; /* packed user_message from begin, sent back as is */
+    provider_t *provider;
+    char *text; /* the answer so far */
+    size_t text_len;
+    size_t text_cap;
+    size_t checkpointed_len;  /* text_len the database has */
+    uint64_t call;            /* begin, list or finish in flight (0: none) */
+    uint64_t checkpoint_call; /* checkpoint in flight */
+    size_t checkpoint_len;    /* the text_len that checkpoint carries */
+    timers_entry_t checkpoint_timer;
+    timers_entry_t deadline_timer;
+    timers_entry_t retry_timer;
+    int finish_attempts;
+    bool stop_pending;   /* a stop came while begin or list was in flight */
+    s_outcome_t outcome; /* decided when streaming ends (or stop_pending) */
+    void *handle;        /* the owner's, e.g. its place in a list */
+};
+
+static void s_log(actor_t *self, slog_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void s_log(actor_t *self, slog_level_t level, const char *fmt, ...)
+{
+    if (!slog_enabled(level))
+        return;
+    char line[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    const smp_bytes_t *rid = self->req ? &self->req->msg.request_id : NULL;
+    slog_write(level, rid ? rid->data : NULL, rid ? rid->size : 0, "chat: message %lld: %s",
+               (long long)self->message_id, line);
+}
+
+static void s_outcome(s_outcome_t *o, const char *status, int reply_status, const char *code,
+                      const char *message)
+{
+    o->status = status;
+    o->reply_status = reply_status;
+    snprintf(o->code, sizeof o->code, "%s", code ? code : "");
+    snprintf(o->message, sizeof o->message, "%s", message ? message : "");
+}
+
+/* ------------------------------------------------------------ replying */
+
+static void s_reply(actor_t *self, const msgpack_sbuffer *buf)
+{
+    if (self->req)
+        worker_reply(self->env->worker, &self->req, buf->data, buf->size);
+}
+
+static void s_reply_error(actor_t *self, int status, const char *code, const char *message)
+{
+    msgpack_sbuffer *buf = self->env->scratch;
+    mp_error_body(buf, status, code, message);
+    s_reply(self, buf);
+}
+
+/* A db error answered to our requester as it came (status and error as the db said). */
+static void s_reply_passthrough(actor_t *self, const msgpack_object *body)
+{
+    msgpack_sbuffer *buf = self->env->scratch;
+    msgpack_sbuffer_clear(buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, buf, msgpack_sbuffer_write);
+    msgpack_pack_object(&pk, *body);
+    s_reply(self, buf);
+}
+
+/* The final REPLY: status, the error unless complete, and both messages. */
+static void s_reply_final(actor_t *self, const msgpack_object *message)
+{
+    msgpack_sbuffer *buf = self->env->scratch;
+    msgpack_sbuffer_clear(buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, buf, msgpack_sbuffer_write);
+    bool error = self->outcome.reply_status != 200;
+    msgpack_pack_map(&pk, error ? 3 : 2);
+    mp_pack_kv_int(&pk, "status", self->outcome.reply_status);
+    if (error) {
+        mp_pack_cstr(&pk, "error");
+        msgpack_pack_map(&pk, 2);
+        mp_pack_kv_str(&pk, "code", self->outcome.code);
+        mp_pack_kv_str(&pk, "message", self->outcome.message);
+    }
+    mp_pack_cstr(&pk, "data");
+    msgpack_pack_map(&pk, 2);
+    mp_pack_cstr(&pk, "user_message");
+    msgpack_sbuffer_write(buf, self->user_message.data, self->user_message.size);
+    mp_pack_cstr(&pk, "assistant_message");
+    msgpack_pack_object(&pk, *message);
+    s_reply(self, buf);
+}
+
+static void s_partial(actor_t *self, const msgpack_sbuffer *buf)
+{
+    if (self->req)
+        worker_partial(self->env->worker, self->req, buf->data, buf->size);
+}
+
+/* Replied: stop everything and let the owner free us at a safe point. */
+static void s_end(actor_t *self)
+{
+    const actor_env_t *env = self->env;
+    self->state = S_DONE;
+    timers_clear(env->timers, &self->checkpoint_timer);
+    timers_clear(env->timers, &self->deadline_timer);
+    timers_clear(env->timers, &self->retry_timer);
+    client_forget(env->db, self->call);
+    client_forget(env->db, self->checkpoint_call);
+    self->call = self->checkpoint_call = 0;
+    env->on_end(env->arg, self);
+}
+
+/* ------------------------------------------------------------ db calls */
+
+static msgpack_packer s_call_start(actor_t *self, const char *op, uint32_t nargs)
+{
+    return client_request_start(self->env->scratch, op, self->user_id, self->device_id, nargs);
+}
+
+static uint64_t s_call_send(actor_t *self, client_priority_t priority, client_reply_fn *fn)
+{
+    const actor_env_t *env = self->env;
+    return client_call(env->db, "db", env->scratch->data, env->scratch->size,
+                       env->settings->db_timeout_ms, priority, fn, self);
+}
+
+/*  Begin and finish may wait longer than other db calls. A burst of new streams
+    queues begins here (client.h) faster than a small pool commits them, and the
+    requester is waiting for its first event anyway; a finish must be recorded even
+    when the database is slow. The begin gets what is left of the request's
+    deadline, the finish S_URGENT_WAIT_MS, both at least db_timeout_ms. */
+static uint64_t s_call_send_long(actor_t *self, client_reply_fn *fn)
+{
+    const actor_env_t *env = self->env;
+    int64_t budget = S_URGENT_WAIT_MS;
+    if (self->req && self->state == S_BEGIN) {
+        int64_t left = self->req->deadline_ms - clock_now_ms();
+        budget = left < budget ? left : budget;
+    }
+    if (budget < (int64_t)env->settings->db_timeout_ms)
+        budget = env->settings->db_timeout_ms;
+    return client_call(env->db, "db", env->scratch->data, env->scratch->size, (uint32_t)budget,
+                       CLIENT_URGENT, fn, self);
+}
+
+/* ------------------------------------------------------------ finishing */
+
+static void s_send_finish(actor_t *self);
+
+static void s_on_retry(void *arg)
+{
+    s_send_finish(arg);
+}
+
+static void s_finished(actor_t *self, const msgpack_object *message)
+{
+    const actor_env_t *env = self->env;
+    if (env->journal)
+        journal_end(env->journal, self->message_id);
+    if (strcmp(self->outcome.status, "complete") == 0)
+        env->stats->completed++;
+    else if (strcmp(self->outcome.status, "cancelled") == 0)
+        env->stats->cancelled++;
+    else
+        env->stats->failed++;
+    s_log(self, SLOG_DEBUG, "finished %s", self->outcome.status);
+    s_reply_final(self, message);
+    s_end(self);
+}
+
+/*  A finish retried after a timeout was refused as "no longer streaming": the first
+    attempt most likely committed after all. The stored message says. */
+static void s_on_confirm(void *arg, int status, const msgpack_object *body)
+{
+    actor_t *self = arg;
+    self->call = 0;
+    const msgpack_object *list = mp_get(mp_get(body, "data"), "messages");
+    const msgpack_object *found = NULL;
+    for (uint32_t i = 0; status == 200 && list && list->type == MSGPACK_OBJECT_ARRAY &&
+                         i < list->via.array.size && !found;
+         i++) {
+        int64_t id;
+        if (mp_get_int(&list->via.array.ptr[i], "id", &id) && id == self->message_id)
+            found = &list->via.array.ptr[i];
+    }
+    if (found && mp_str_eq(mp_get(found, "status"), self->outcome.status)) {
+        s_finished(self, found);
+        return;
+    }
+    self->env->stats->failed++;
+    if (self->env->journal)
+        journal_end(self->env->journal, self->message_id);
+    s_log(self, SLOG_WARN, "finish refused: the message was finished otherwise");
+    s_reply_error(self, 409, "conflict", "the message was finished by something else");
+    s_end(self);
+}
+
+static void s_on_finish(void *arg, int status, const msgpack_object *body)
+{
+    actor_t *self = arg;
+    const actor_env_t *env = self->env;
+    self->call = 0;
+    const msgpack_object *message = mp_get(mp_get(body, "data"), "message");
+    if (status == 200 && message && message->type == MSGPACK_OBJECT_MAP) {
+        s_finished(self, message);
+        return;
+    }
+    env->stats->db_errors++;
+    if (status == 409 && self->finish_attempts > 0) {
+        msgpack_packer pk = s_call_start(self, "chat.message.list", 1);
+        mp_pack_kv_int(&pk, "conversation_id", self->conversation_id);
+        self->call = s_call_send_long(self, s_on_confirm);
+        if (self->call)
+            return;
+    }
+    if (status >= 500 && ++self->finish_attempts < S_FINISH_ATTEMPTS) {
+        s_log(self, SLOG_WARN, "finish refused (%d), trying again", status);
+        timers_set(env->timers, &self->retry_timer,
+                   clock_now_ms() + (int64_t)S_FINISH_BACKOFF_MS * self->finish_attempts,
+                   s_on_retry, self);
+        return;
+    }
+    env->stats->failed++;
+    if (status >= 500) {
+        /* the row stays `streaming`: the journal entry stays open for recovery */
+        journal_entry_t entry = {self->message_id, self->conversation_id, self->user_id,
+                                 self->device_id};
+        if (env->journal)
+            env->on_orphan(env->arg, &entry);
+        s_log(self, SLOG_ERROR, "finish could not be recorded (%d); left for recovery", status);
+    } else {
+        /* 404/409: deleted or already finished - nothing left to record */
+        if (env->journal)
+            journal_end(env->journal, self->message_id);
+        s_log(self, SLOG_WARN, "finish refused by the database (%d)", status);
+    }
+    s_reply_passthrough(self, body);
+    s_end(self);
+}
+
+static void s_send_finish(actor_t *self)
+{
+    const s_outcome_t *o = &self->outcome;
+    bool error = *o->code != 0;
+    msgpack_packer pk = s_call_start(self, "chat.message.finish", error ? 4 : 3);
+    mp_pack_kv_int(&pk, "message_id", self->message_id);
+    mp_pack_cstr(&pk, "content");
+    mp_pack_strn(&pk, self->text ? self->text : "", self->text_len);
+    mp_pack_kv_str(&pk, "status", o->status);
+    if (error) {
+        char stored[sizeof o->code + sizeof o->message + 2];
+        snprintf(stored, sizeof stored, "%s: %s", o->code, o->message);
+        mp_pack_kv_str(&pk, "error", stored);
+    }
+    self->call = s_call_send_long(self, s_on_finish);
+    if (!self->call) {
+        s_reply_error(self, 503, "unavailable", "out of memory in the stream worker");
+        s_end(self);
+    }
+}
+
+/*  The outcome is decided: persist it. Never frees the provider (we may be inside
+    one of its callbacks); a provider that ended or was told to stop makes no more
+    calls, and actor_destroy frees it. */
+static void s_finish(actor_t *self)
+{
+    const actor_env_t *env = self->env;
+    self->state = S_FINISHING;
+    timers_clear(env->timers, &self->checkpoint_timer);
+    timers_clear(env->timers, &self->deadline_timer);
+    /* a checkpoint still in flight cannot undo the finish: the database takes a
+       checkpoint only while the row is `streaming` */
+    client_forget(env->db, self->checkpoint_call);
+    self->checkpoint_call = 0;
+    s_send_finish(self);
+}
+
+/* A stop decided outside the provider (cancel, deadline, shutdown). */
+static void s_stop(actor_t *self, const char *status, int reply_status, const char *code,
+                   const char *message)
+{
+    switch (self->state) {
+    case S_BEGIN:
+    case S_CONTEXT:
+        if (!self->stop_pending) {
+            self->stop_pending = true;
+            s_outcome(&self->outcome, status, reply_status, code, message);
+        }
+        break;
+    case S_STREAMING:
+        provider_destroy(&self->provider);
+        s_outcome(&self->outcome, status, reply_status, code, message);
+        s_finish(self);
+        break;
+    case S_FINISHING:
+    case S_DONE:
+        break;
+    }
+}
+
+/* ------------------------------------------------------------ streaming */
+
+static int s_on_delta(void *arg, const char *text, size_t len)
+{
+    actor_t *self = arg;
+    const actor_env_t *env = self->env;
+    if (self->state != S_STREAMING)
+        return -1;
+    if (self->text_len + len > env->settings->max_answer_bytes) {
+        char msg[120];
+        snprintf(msg, sizeof msg, "the answer grew past %zu bytes",
+                 env->settings->max_answer_bytes);
+        s_outcome(&self->outcome, "failed", 502, "answer_too_long", msg);
+        s_finish(self);
+        return -1;
+    }
+    if (self->text_len + len > self->text_cap) {
+        size_t cap = self->text_cap ? self->text_cap : 256;
+        while (cap < self->text_len + len)
+            cap *= 2;
+        char *grown = realloc(self->text, cap);
+        if (!grown) {
+            s_outcome(&self->outcome, "failed", 502, "internal", "out of memory");
+            s_finish(self);
+            return -1;
+        }
+        self->text = grown;
+        self->text_cap = cap;
+    }
+    memcpy(self->text + self->text_len, text, len);
+    self->text_len += len;
+    env->stats->deltas++;
+    msgpack_sbuffer *buf = env->scratch;
+    msgpack_sbuffer_clear(buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, buf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    mp_pack_cstr(&pk, "data");
+    msgpack_pack_map(&pk, 2);
+    mp_pack_kv_str(&pk, "event", "delta");
+    mp_pack_cstr(&pk, "text");
+    mp_pack_strn(&pk, text, len);
+    s_partial(self, buf);
+    return 0;
+}
+
+static void s_on_done(void *arg)
+{
+    actor_t *self = arg;
+    if (self->state != S_STREAMING)
+        return;
+    s_outcome(&self->outcome, "complete", 200, NULL, NULL);
+    s_finish(self);
+}
+
+static void s_on_error(void *arg, const char *code, const char *message)
+{
+    actor_t *self = arg;
+    if (self->state != S_STREAMING)
+        return;
+    s_log(self, SLOG_WARN, "provider failed: %s: %s", code, message);
+    s_outcome(&self->outcome, "failed", strcmp(code, "provider_timeout") == 0 ? 504 : 502, code,
+              message);
+    s_finish(self);
+}
+
+static const provider_events_t s_events = {s_on_delta, s_on_done, s_on_error};
+
+static void s_on_checkpoint(void *arg, int status, const msgpack_object *body)
+{
+    (void)body;
+    actor_t *self = arg;
+    self->checkpoint_call = 0;
+    if (status == 204) {
+        self->checkpointed_len = self->checkpoint_len;
+        self->env->stats->checkpoints++;
+        return;
+    }
+    self->env->stats->db_errors++;
+    s_log(self, status >= 500 ? SLOG_DEBUG : SLOG_WARN,
+          "checkpoint refused (%d); the next one carries the whole text", status);
+}
+
+static void s_on_checkpoint_timer(void *arg)
+{
+    actor_t *self = arg;
+    const actor_env_t *env = self->env;
+    if (self->state != S_STREAMING)
+        return;
+    if (self->text_len != self->checkpointed_len && !self->checkpoint_call) {
+        msgpack_packer pk = s_call_start(self, "chat.message.checkpoint", 2);
+        mp_pack_kv_int(&pk, "message_id", self->message_id);
+        mp_pack_cstr(&pk, "content");
+        mp_pack_strn(&pk, self->text, self->text_len);
+        self->checkpoint_len = self->text_len;
+        self->checkpoint_call = s_call_send(self, CLIENT_BACKGROUND, s_on_checkpoint);
+    }
+    timers_set(env->timers, &self->checkpoint_timer, clock_now_ms() + env->settings->checkpoint_ms,
+               s_on_checkpoint_timer, self);
+}
+
+static void s_start_provider(actor_t *self, const provider_message_t *messages, size_t count)
+{
+    const actor_env_t *env = self->env;
+    const actor_settings_t *s = env->settings;
+    char why[200] = "cannot start the provider";
+    if (s->provider == ACTOR_PROVIDER_ECHO)
+        self->provider = echo_start(env->timers, s->token_delay_ms, self->content,
+                                    self->content_len, &s_events, self);
+    else
+        self->provider = openai_start(env->http, env->timers, &s->openai, messages, count,
+                                      &s_events, self, why, sizeof why);
+    self->state = S_STREAMING;
+    if (!self->provider) {
+        s_outcome(&self->outcome, "failed", 502, "provider_error", why);
+        s_finish(self);
+    }
+}
+
+/* chat.message.list answered: the earlier messages become the provider's context. */
+static void s_on_context(void *arg, int status, const msgpack_object *body)
+{
+    actor_t *self = arg;
+    const actor_env_t *env = self->env;
+    self->call = 0;
+    if (self->stop_pending) {
+        s_finish(self);
+        return;
+    }
+    const msgpack_object *list = mp_get(mp_get(body, "data"), "messages");
+    size_t n =
+        (status == 200 && list && list->type == MSGPACK_OBJECT_ARRAY) ? list->via.array.size : 0;
+    provider_message_t *msgs = calloc(n + 1, sizeof *msgs);
+    if (!msgs) {
+        s_outcome(&self->outcome, "failed", 502, "internal", "out of memory");
+        s_finish(self);
+        return;
+    }
+    size_t count = 0;
+    for (size_t i = 0; i < n; i++) {
+        const msgpack_object *m = &list->via.array.ptr[i];
+        int64_t id = 0;
+        const char *role, *content, *state;
+        size_t role_len, content_len, state_len;
+        if (!mp_get_int(m, "id", &id) || id == self->message_id ||
+            !mp_get_str(m, "role", &role, &role_len) ||
+            !mp_get_str(m, "content", &content, &content_len) ||
+            !mp_get_str(m, "status", &state, &state_len) || content_len == 0)
+            continue;
+        bool user = role_len == 4 && memcmp(role, "user", 4) == 0;
+        bool assistant = role_len == 9 && memcmp(role, "assistant", 9) == 0;
+        /* failed and still-streaming answers are not what the assistant said */
+        bool usable = state_len == 8 && memcmp(state, "complete", 8) == 0;
+        usable = usable || (state_len == 9 && memcmp(state, "cancelled", 9) == 0);
+        if (!(user || (assistant && usable)))
+            continue;
+        msgs[count++] = (provider_message_t){user ? "user" : "assistant", content, content_len};
+    }
+    if (count == 0) {
+        /* the list failed: answer the new message alone rather than not at all */
+        s_log(self, SLOG_WARN, "no conversation context (chat.message.list answered %d)", status);
+        msgs[count++] = (provider_message_t){"user", self->content, self->content_len};
+    }
+    size_t keep = env->settings->max_context_messages;
+    size_t first = count > keep && keep > 0 ? count - keep : 0;
+    s_start_provider(self, msgs + first, count - first);
+    free(msgs);
+}
+
+/* chat.message.begin answered: the rows exist (or the request ends here). */
+static void s_on_begin(void *arg, int status, const msgpack_object *body)
+{
+    actor_t *self = arg;
+    const actor_env_t *env = self->env;
+    self->call = 0;
+    const msgpack_object *data = mp_get(body, "data");
+    const msgpack_object *user_message = mp_get(data, "user_message");
+    const msgpack_object *assistant = mp_get(data, "assistant_message");
+    if (status != 201 || !user_message || user_message->type != MSGPACK_OBJECT_MAP ||
+        !mp_get_int(assistant, "id", &self->message_id)) {
+        env->stats->rejected++;
+        if (status == 201 || status < 400) {
+            s_reply_error(self, 500, "internal", "chat.message.begin answered without messages");
+        } else {
+            s_reply_passthrough(self, body);
+        }
+        s_end(self);
+        return;
+    }
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &self->user_message, msgpack_sbuffer_write);
+    msgpack_pack_object(&pk, *user_message);
+    if (env->journal) {
+        journal_entry_t entry = {self->message_id, self->conversation_id, self->user_id,
+                                 self->device_id};
+        journal_begin(env->journal, &entry);
+    }
+    if (self->stop_pending) {
+        s_finish(self);
+        return;
+    }
+    /* the requester learns the ids before the first word */
+    msgpack_sbuffer *buf = env->scratch;
+    msgpack_sbuffer_clear(buf);
+    msgpack_packer_init(&pk, buf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    mp_pack_cstr(&pk, "data");
+    msgpack_pack_map(&pk, 3);
+    mp_pack_kv_str(&pk, "event", "message");
+    mp_pack_cstr(&pk, "user_message");
+    msgpack_sbuffer_write(buf, self->user_message.data, self->user_message.size);
+    mp_pack_kv_int(&pk, "assistant_message_id", self->message_id);
+    s_partial(self, buf);
+
+    timers_set(env->timers, &self->checkpoint_timer, clock_now_ms() + env->settings->checkpoint_ms,
+               s_on_checkpoint_timer, self);
+    if (env->settings->provider == ACTOR_PROVIDER_ECHO) {
+        s_start_provider(self, NULL, 0);
+        return;
+    }
+    self->state = S_CONTEXT;
+    msgpack_packer lp = s_call_start(self, "chat.message.list", 1);
+    mp_pack_kv_int(&lp, "conversation_id", self->conversation_id);
+    self->call = s_call_send(self, CLIENT_URGENT, s_on_context);
+    if (!self->call)
+        s_on_context(self, 503, NULL);
+}
+
+static void s_on_deadline(void *arg)
+{
+    actor_t *self = arg;
+    s_stop(self, "failed", 504, "timeout", "the answer did not finish within its deadline");
+}
+
+/* ------------------------------------------------------------ public */
+
+actor_t *actor_new(const actor_env_t *env, worker_request_t *req)
+{
+    const msgpack_object *body = &req->msg.body_obj;
+    const msgpack_object *auth = mp_get(body, "auth");
+    const msgpack_object *args = mp_get(body, "args");
+    int64_t user_id = 0, device_id = 0, conversation_id = 0;
+    const char *content = NULL;
+    size_t content_len = 0;
+    const char *code = NULL, *why = NULL;
+    int status = 400;
+    if (!smp_bytes_eq(req->msg.op, "chat.generate")) {
+        code = "bad_request";
+        why = "service chat has one op: chat.generate";
+    } else if (!mp_get_int(auth, "user_id", &user_id) || user_id <= 0 ||
+               !mp_get_int(auth, "device_id", &device_id) || device_id <= 0) {
+        status = 401;
+        code = "unauthorized";
+        why = "chat.generate needs \"auth\": {\"user_id\", \"device_id\"} (positive integers)";
+    } else if (!mp_get_int(args, "conversation_id", &conversation_id) || conversation_id <= 0) {
+        code = "bad_request";
+        why = "\"conversation_id\" must be a positive integer id";
+    } else if (!mp_get_str(args, "content", &content, &content_len) || content_len == 0) {
+        code = "bad_request";
+        why = "\"content\" must be a non-empty string";
+    } else if (content_len > env->settings->max_content_bytes) {
+        status = 413;
+        code = "payload_too_large";
+        why = "\"content\" is too large";
+    }
+    actor_t *self = calloc(1, sizeof *self);
+    if (self) {
+        self->env = env;
+        self->req = req;
+        msgpack_sbuffer_init(&self->user_message);
+    }
+    if (code || !self) {
+        env->stats->rejected++;
+        msgpack_sbuffer *buf = env->scratch;
+        mp_error_body(buf, code ? status : 503, code ? code : "unavailable",
+                      why ? why : "out of memory in the stream worker");
+        worker_reply(env->worker, &req, buf->data, buf->size);
+        if (self)
+            msgpack_sbuffer_destroy(&self->user_message);
+        free(self);
+        return NULL;
+    }
+    req->user = self;
+    self->state = S_BEGIN;
+    self->user_id = user_id;
+    self->device_id = device_id;
+    self->conversation_id = conversation_id;
+    self->content = malloc(content_len);
+    if (self->content) {
+        memcpy(self->content, content, content_len);
+        self->content_len = content_len;
+        msgpack_packer pk = s_call_start(self, "chat.message.begin", 2);
+        mp_pack_kv_int(&pk, "conversation_id", conversation_id);
+        mp_pack_cstr(&pk, "content");
+        mp_pack_strn(&pk, content, content_len);
+        self->call = s_call_send_long(self, s_on_begin);
+    }
+    if (!self->call) {
+        env->stats->rejected++;
+        s_reply_error(self, 503, "unavailable", "out of memory in the stream worker");
+        msgpack_sbuffer_destroy(&self->user_message);
+        free(self->content);
+        free(self);
+        return NULL;
+    }
+    env->stats->started++;
+    int64_t deadline = req->deadline_ms;
+    int64_t cap = clock_now_ms() + env->settings->max_stream_ms;
+    timers_set(env->timers, &self->deadline_timer, deadline < cap ? deadline : cap, s_on_deadline,
+               self);
+    return self;
+}
+
+void actor_cancel(actor_t *self)
+{
+    if (self->req && clock_now_ms() >= self->req->deadline_ms - S_DEADLINE_SLACK_MS)
+        s_stop(self, "failed", 504, "timeout", "the answer did not finish within its deadline");
+    else
+        s_stop(self, "cancelled", 499, "cancelled", "cancelled by the client");
+}
+
+void actor_interrupt(actor_t *self)
+{
+    s_stop(self, "failed", 503, "worker_shutdown",
+           "the stream worker stopped before the answer was complete");
+}
+
+void actor_destroy(actor_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    actor_t *self = *self_p;
+    const actor_env_t *env = self->env;
+    if (self->req) {
+        s_reply_error(self, 503, "unavailable", "the stream worker stopped");
+    }
+    provider_destroy(&self->provider);
+    timers_clear(env->timers, &self->checkpoint_timer);
+    timers_clear(env->timers, &self->deadline_timer);
+    timers_clear(env->timers, &self->retry_timer);
+    client_forget(env->db, self->call);
+    client_forget(env->db, self->checkpoint_call);
+    msgpack_sbuffer_destroy(&self->user_message);
+    free(self->content);
+    free(self->text);
+    free(self);
+    *self_p = NULL;
+}
+
+void actor_set_handle(actor_t *self, void *handle)
+{
+    self->handle = handle;
+}
+
+void *actor_handle(const actor_t *self)
+{
+    return self->handle;
+}
+
+bool actor_done(const actor_t *self)
+{
+    return self->state == S_DONE;
+}
+
+int64_t actor_message_id(const actor_t *self)
+{
+    return self->message_id;
+}
