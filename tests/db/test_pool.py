@@ -16,7 +16,11 @@ def hold_user_row(stack, user_id):
     """A CLI session holding the user's row lock: clipboard.create for that user
     blocks on it until the session commits."""
     s = stack.db.cli(stack.database)
-    s.run("BEGIN; SELECT id FROM users WHERE id = %d FOR UPDATE;" % user_id)
+    try:
+        s.run("BEGIN; SELECT id FROM users WHERE id = %d FOR UPDATE;" % user_id)
+    except BaseException:
+        s.close()  # an open transaction would block the fixture's DROP DATABASE
+        raise
     return s
 
 

@@ -14,9 +14,11 @@ a test can look at the database without linking a driver. Nothing here touches a
 system-wide server.
 """
 import os
+import select
 import shutil
 import subprocess
 import tempfile
+import time
 
 import procs
 
@@ -156,6 +158,7 @@ class CliSession:
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)
         self._marker = 0
+        self._pending = b""
 
     def run(self, statements, timeout=30):
         """Sends statements and waits until they have run; returns their output."""
@@ -164,23 +167,27 @@ class CliSession:
         self.proc.stdin.write(("%s\nSELECT '%s';\n" % (statements, marker)).encode())
         self.proc.stdin.flush()
         out = []
-        import select
-        import time
         end = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
         while True:
+            # lines already read are used first: select() only sees the pipe, so
+            # waiting on it while a whole line sits in our buffer would hang
+            while b"\n" in self._pending:
+                line, self._pending = self._pending.split(b"\n", 1)
+                line = line.decode("utf-8", "replace")
+                if line == marker:
+                    return out
+                out.append(line)
             left = end - time.monotonic()
             if left <= 0:
                 raise TimeoutError("mariadb CLI did not finish %r" % statements)
-            ready, _, _ = select.select([self.proc.stdout], [], [], left)
+            ready, _, _ = select.select([fd], [], [], left)
             if not ready:
                 continue
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError("mariadb CLI exited: %s" % "".join(out))
-            line = line.decode("utf-8", "replace").rstrip("\n")
-            if line == marker:
-                return out
-            out.append(line)
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise RuntimeError("mariadb CLI exited: %s" % "\n".join(out))
+            self._pending += chunk
 
     def close(self):
         if self.proc.poll() is None:

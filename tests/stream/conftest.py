@@ -78,6 +78,15 @@ def generate(client, user, conversation_id, content, deadline_ms=60000):
                        deadline_ms=deadline_ms)
 
 
+def begin_stream(client, user, conversation_id, content, deadline_ms=60000):
+    """Sends chat.generate and reads its first PARTIAL, which must be the message
+    event; returns (request id, assistant message id)."""
+    rid = generate(client, user, conversation_id, content, deadline_ms)
+    cmd, r, body = client.recv(timeout=10)
+    assert cmd == smp.PARTIAL and r == rid and body["data"]["event"] == "message", body
+    return rid, body["data"]["assistant_message_id"]
+
+
 def messages(client, user, conversation_id):
     r = client.call("chat.message.list", {"conversation_id": conversation_id},
                     auth=auth_of(user))

@@ -4,7 +4,7 @@ the conversation as context, then every way a provider fails - each ends the
 message `failed` with the error kept, and the requester gets a clear error."""
 import pytest
 
-from conftest import generate, messages, start_streamworker, wait_service
+from conftest import generate, messages, start_streamworker, wait_message, wait_service
 
 KEY = "sk-test-not-a-real-key"
 
@@ -97,7 +97,6 @@ def test_cancel_stops_the_provider(openai_chat):
             texts.append(body["data"]["text"])
     c.cancel(rid)
     assert c.wait_reply(rid, timeout=10)["status"] == 499
-    from conftest import wait_message
     m = wait_message(c, ch.user, ch.conversation, aid, lambda m: m["status"] != "streaming")
     assert m["status"] == "cancelled" and m["content"].startswith("".join(texts))
     assert len(m["content"].split()) < 20

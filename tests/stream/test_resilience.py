@@ -4,7 +4,8 @@ import threading
 import time
 
 import smp
-from conftest import auth_of, generate, messages, start_streamworker, wait_message, wait_service
+from conftest import (auth_of, begin_stream, generate, messages, start_streamworker,
+                      wait_message, wait_service)
 
 
 def test_killed_worker_message_ends_failed(chat):
@@ -15,10 +16,7 @@ def test_killed_worker_message_ends_failed(chat):
                                 worker_name="doomed")
     wait_service(c, "chat")
     words = ["k%d" % i for i in range(300)]
-    rid = generate(c, chat.user, chat.conversation, " ".join(words))
-    cmd, _, body = c.recv(timeout=10)
-    assert body["data"]["event"] == "message"
-    aid = body["data"]["assistant_message_id"]
+    rid, aid = begin_stream(c, chat.user, chat.conversation, " ".join(words))
     # wait until a checkpoint stored some text, then start a second worker (which
     # must not touch the live worker's journal), then kill the first
     watcher = smp.Client(chat.stack.frontend)
@@ -46,9 +44,7 @@ def test_restarted_worker_recovers_its_own_journal(chat):
     c = chat.client
     w = start_streamworker(chat.stack, token_delay_ms=50, checkpoint_ms=100)
     wait_service(c, "chat")
-    rid = generate(c, chat.user, chat.conversation, " ".join(["r"] * 300))
-    cmd, _, body = c.recv(timeout=10)
-    aid = body["data"]["assistant_message_id"]
+    rid, aid = begin_stream(c, chat.user, chat.conversation, " ".join(["r"] * 300))
     c.recv(timeout=10)  # a first delta
     w.kill()
     start_streamworker(chat.stack)
@@ -144,3 +140,27 @@ def test_many_streams_small_pool_clipboard_keeps_working(chat, mariadb):
     assert complete == n
     print("clipboard round trips during the streams: %d, slowest %.3f s; max DB connections %d"
           % (clip["ok"], clip["max_s"], conns["max"]))
+
+
+def test_db_worker_restart_mid_stream_answer_still_complete(chat):
+    """The only DB worker stops while an answer streams and comes back after the
+    answer ended: checkpoints fail meanwhile, the finish waits and retries, and the
+    answer is stored complete; the requester gets it."""
+    c = chat.client
+    start_streamworker(chat.stack, token_delay_ms=30, checkpoint_ms=50)
+    wait_service(c, "chat")
+    words = ["p%d" % i for i in range(12)]
+    rid, aid = begin_stream(c, chat.user, chat.conversation, " ".join(words))
+    chat.stack.workers[0].stop(timeout=20)
+    got = []
+    while len(got) < len(words):
+        cmd, _, body = c.recv(timeout=10)
+        assert cmd == smp.PARTIAL, body
+        got.append(body["data"]["text"])
+    time.sleep(0.5)  # the finish is refused (no db worker) and retried meanwhile
+    chat.stack.start_worker(pool_size=2, max_overflow=0)
+    reply = c.wait_reply(rid, timeout=30)
+    assert reply["status"] == 200, reply
+    assert reply["data"]["assistant_message"]["content"] == " ".join(words)
+    m = wait_message(c, chat.user, chat.conversation, aid, lambda m: m["status"] != "streaming")
+    assert m["status"] == "complete" and m["content"] == " ".join(words)

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define S_FINISH_ATTEMPTS 4 /* a finish refused with 5xx is tried this often */
-#define S_FINISH_BACKOFF_MS 250
+#define S_RETRY_FIRST_MS 250 /* a finish refused with 5xx is tried again after this, */
+#define S_RETRY_MAX_MS 2000  /* doubling up to this, for up to S_URGENT_WAIT_MS */
 /* A CANCEL this close to the request's deadline is the broker's deadline CANCEL */
 #define S_DEADLINE_SLACK_MS 250
 #define S_URGENT_WAIT_MS 30000 /* budget of begin and finish (see s_call_send_long) */
@@ -47,10 +47,11 @@ struct actor_t {
     timers_entry_t checkpoint_timer;
     timers_entry_t deadline_timer;
     timers_entry_t retry_timer;
-    int finish_attempts;
-    bool stop_pending;   /* a stop came while begin or list was in flight */
-    s_outcome_t outcome; /* decided when streaming ends (or stop_pending) */
-    void *handle;        /* the owner's, e.g. its place in a list */
+    int finish_attempts;     /* finishes sent */
+    int64_t finish_first_ms; /* when the first was sent */
+    bool stop_pending;       /* a stop came while begin or list was in flight */
+    s_outcome_t outcome;     /* decided when streaming ends (or stop_pending) */
+    void *handle;            /* the owner's, e.g. its place in a list */
 };
 
 static void s_log(actor_t *self, slog_level_t level, const char *fmt, ...)
@@ -187,6 +188,12 @@ static uint64_t s_call_send_long(actor_t *self, client_reply_fn *fn)
 
 static void s_send_finish(actor_t *self);
 
+/* The error text stored with a message: "<code>: <message>". */
+static void s_stored_error(const s_outcome_t *o, char *out, size_t size)
+{
+    snprintf(out, size, "%s: %s", o->code, o->message);
+}
+
 static void s_on_retry(void *arg)
 {
     s_send_finish(arg);
@@ -246,27 +253,38 @@ static void s_on_finish(void *arg, int status, const msgpack_object *body)
         return;
     }
     env->stats->db_errors++;
-    if (status == 409 && self->finish_attempts > 0) {
+    if (status == 409 && self->finish_attempts > 1) {
         msgpack_packer pk = s_call_start(self, "chat.message.list", 1);
         mp_pack_kv_int(&pk, "conversation_id", self->conversation_id);
         self->call = s_call_send_long(self, s_on_confirm);
         if (self->call)
             return;
     }
-    if (status >= 500 && ++self->finish_attempts < S_FINISH_ATTEMPTS) {
-        s_log(self, SLOG_WARN, "finish refused (%d), trying again", status);
-        timers_set(env->timers, &self->retry_timer,
-                   clock_now_ms() + (int64_t)S_FINISH_BACKOFF_MS * self->finish_attempts,
-                   s_on_retry, self);
+    int64_t waited = clock_now_ms() - self->finish_first_ms;
+    if (status >= 500 && waited < S_URGENT_WAIT_MS) {
+        /* no db worker, or one that timed out: a restarting database or worker is
+           worth waiting for (a 504 may have committed: see s_on_confirm) */
+        int64_t backoff = (int64_t)S_RETRY_FIRST_MS << (self->finish_attempts - 1);
+        backoff = backoff < S_RETRY_MAX_MS ? backoff : S_RETRY_MAX_MS;
+        s_log(self, SLOG_WARN, "finish refused (%d), trying again in %lld ms", status,
+              (long long)backoff);
+        timers_set(env->timers, &self->retry_timer, clock_now_ms() + backoff, s_on_retry, self);
         return;
     }
     env->stats->failed++;
     if (status >= 500) {
-        /* the row stays `streaming`: the journal entry stays open for recovery */
-        journal_entry_t entry = {self->message_id, self->conversation_id, self->user_id,
-                                 self->device_id};
+        /* the row stays `streaming`: the journal entry stays open and the owner keeps
+           trying with what we know */
+        char error[sizeof self->outcome.code + sizeof self->outcome.message + 2];
+        s_stored_error(&self->outcome, error, sizeof error);
+        actor_orphan_t orphan = {
+            .entry = {self->message_id, self->conversation_id, self->user_id, self->device_id},
+            .status = self->outcome.status,
+            .content = self->text ? self->text : "",
+            .content_len = self->text_len,
+            .error = *self->outcome.code ? error : NULL};
         if (env->journal)
-            env->on_orphan(env->arg, &entry);
+            env->on_orphan(env->arg, &orphan);
         s_log(self, SLOG_ERROR, "finish could not be recorded (%d); left for recovery", status);
     } else {
         /* 404/409: deleted or already finished - nothing left to record */
@@ -289,9 +307,11 @@ static void s_send_finish(actor_t *self)
     mp_pack_kv_str(&pk, "status", o->status);
     if (error) {
         char stored[sizeof o->code + sizeof o->message + 2];
-        snprintf(stored, sizeof stored, "%s: %s", o->code, o->message);
+        s_stored_error(o, stored, sizeof stored);
         mp_pack_kv_str(&pk, "error", stored);
     }
+    if (self->finish_attempts++ == 0)
+        self->finish_first_ms = clock_now_ms();
     self->call = s_call_send_long(self, s_on_finish);
     if (!self->call) {
         s_reply_error(self, 503, "unavailable", "out of memory in the stream worker");
@@ -611,6 +631,8 @@ actor_t *actor_new(const actor_env_t *env, worker_request_t *req)
     }
     if (code || !self) {
         env->stats->rejected++;
+        slog_write(SLOG_DEBUG, req->msg.request_id.data, req->msg.request_id.size,
+                   "chat: refused %d: %s", code ? status : 503, why ? why : "out of memory");
         msgpack_sbuffer *buf = env->scratch;
         mp_error_body(buf, code ? status : 503, code ? code : "unavailable",
                       why ? why : "out of memory in the stream worker");

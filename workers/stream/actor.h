@@ -64,6 +64,17 @@ typedef struct {
     openai_settings_t openai;
 } actor_settings_t;
 
+/*  A message whose finish could not be recorded in time (no db worker answered for
+    S_URGENT_WAIT_MS): its journal entry stays open, and the owner keeps trying with
+    the outcome the actor had decided. Strings are valid during the call only. */
+typedef struct {
+    journal_entry_t entry;
+    const char *status;  /* complete, failed or cancelled */
+    const char *content; /* the whole answer */
+    size_t content_len;
+    const char *error; /* "<code>: <message>", NULL when complete */
+} actor_orphan_t;
+
 /* What an actor may use: all owned by the process (chat.c), shared by all actors. */
 typedef struct {
     worker_t *worker;
@@ -77,7 +88,7 @@ typedef struct {
     /* The actor replied and is done; free it later, never from inside this call. */
     void (*on_end)(void *arg, actor_t *actor);
     /* Its finish could not be recorded: the journal entry stays open for recovery. */
-    void (*on_orphan)(void *arg, const journal_entry_t *entry);
+    void (*on_orphan)(void *arg, const actor_orphan_t *orphan);
     void *arg;
 } actor_env_t;
 

@@ -12,14 +12,19 @@
 /* After the grace period, interrupted streams get this long to record their end. */
 #define S_FINISH_WAIT_MS 3000
 
-/* A message left `streaming` by a worker that is gone (or by a finish that could not
-   be recorded): found again with chat.message.list, then finished as failed. */
+/* A message left `streaming` by a worker that is gone, or by a finish that could not
+   be recorded: found again with chat.message.list and, while still streaming,
+   finished - as the actor had decided when it knew, else as failed with the text of
+   the last checkpoint. */
 typedef struct {
     journal_entry_t entry;
-    const char *error; /* stored with the message */
-    uint64_t call;     /* list or finish in flight */
-    int64_t next_try;  /* clock_now_ms() of the next attempt */
-    void *handle;      /* in chat->orphans */
+    char *status;  /* the actor's outcome; NULL: unknown (its worker died) */
+    char *content; /* with status: the whole answer */
+    size_t content_len;
+    char *error;      /* stored with the message; NULL when complete */
+    uint64_t call;    /* list or finish in flight */
+    int64_t next_try; /* clock_now_ms() of the next attempt */
+    void *handle;     /* in chat->orphans */
     chat_t *chat;
 } s_orphan_t;
 
@@ -123,6 +128,9 @@ static void s_orphan_free(chat_t *self, s_orphan_t *o)
 {
     client_forget(self->db, o->call);
     zlistx_delete(self->orphans, o->handle);
+    free(o->status);
+    free(o->content);
+    free(o->error);
     free(o);
 }
 
@@ -151,7 +159,8 @@ static void s_on_orphan_finish(void *arg, int status, const msgpack_object *body
     s_orphan_t *o = arg;
     chat_t *self = o->chat;
     if (status == 200)
-        s_orphan_done(self, o, "finished as failed");
+        s_orphan_done(self, o,
+                      o->status ? "finished as the stream had ended" : "finished as failed");
     else if (status == 404 || status == 409)
         s_orphan_done(self, o, "already gone or finished");
     else
@@ -181,16 +190,17 @@ static void s_on_orphan_list(void *arg, int status, const msgpack_object *body)
         s_orphan_done(self, o, found ? "already finished" : "no longer exists");
         return;
     }
-    const char *content = "";
-    size_t len = 0;
-    mp_get_str(found, "content", &content, &len);
-    /* the text of its last checkpoint is all that is left of the answer */
-    msgpack_packer pk = s_orphan_call(self, o, "chat.message.finish", 4);
+    const char *content = o->content ? o->content : "";
+    size_t len = o->content_len;
+    if (!o->status) /* the text of its last checkpoint is all that is left */
+        mp_get_str(found, "content", &content, &len);
+    msgpack_packer pk = s_orphan_call(self, o, "chat.message.finish", o->error ? 4 : 3);
     mp_pack_kv_int(&pk, "message_id", o->entry.message_id);
     mp_pack_cstr(&pk, "content");
     mp_pack_strn(&pk, content, len);
-    mp_pack_kv_str(&pk, "status", "failed");
-    mp_pack_kv_str(&pk, "error", o->error);
+    mp_pack_kv_str(&pk, "status", o->status ? o->status : "failed");
+    if (o->error)
+        mp_pack_kv_str(&pk, "error", o->error);
     o->call =
         client_call(self->db, "db", self->scratch.data, self->scratch.size,
                     self->settings->actor.db_timeout_ms, CLIENT_URGENT, s_on_orphan_finish, o);
@@ -209,16 +219,17 @@ static void s_orphan_try(chat_t *self, s_orphan_t *o)
         s_orphan_later(self, o);
 }
 
-static void s_orphan_add(chat_t *self, const journal_entry_t *entry, const char *error)
+static s_orphan_t *s_orphan_add(chat_t *self, const journal_entry_t *entry, const char *error)
 {
     s_orphan_t *o = calloc(1, sizeof *o);
     if (!o)
-        return; /* it stays open in the journal: the next owner tries again */
+        return NULL; /* it stays open in the journal: the next owner tries again */
     o->entry = *entry;
-    o->error = error;
+    o->error = error ? strdup(error) : NULL;
     o->chat = self;
     o->next_try = clock_now_ms();
     o->handle = zlistx_add_end(self->orphans, o);
+    return o;
 }
 
 static void s_on_adopted(void *arg, const journal_entry_t *entry)
@@ -227,10 +238,23 @@ static void s_on_adopted(void *arg, const journal_entry_t *entry)
                  "worker_lost: the stream worker stopped before the answer was complete");
 }
 
-static void s_on_actor_orphan(void *arg, const journal_entry_t *entry)
+static void s_on_actor_orphan(void *arg, const actor_orphan_t *orphan)
 {
-    s_orphan_add(arg, entry,
-                 "finish_lost: the stream worker could not record the end of the answer");
+    chat_t *self = arg;
+    s_orphan_t *o = s_orphan_add(self, &orphan->entry, orphan->error);
+    if (!o)
+        return;
+    o->status = strdup(orphan->status);
+    o->content = malloc(orphan->content_len ? orphan->content_len : 1);
+    if (!o->status || !o->content) {
+        free(o->status); /* fall back to "failed with the last checkpoint" */
+        free(o->content);
+        o->status = o->content = NULL;
+        return;
+    }
+    memcpy(o->content, orphan->content, orphan->content_len);
+    o->content_len = orphan->content_len;
+    o->next_try = clock_now_ms() + self->settings->journal_scan_ms;
 }
 
 /* ------------------------------------------------------------ janitor */

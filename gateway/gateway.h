@@ -1,0 +1,78 @@
+/*  gateway.h - the one context of a sluice-gateway process.
+
+    Every module that serves clients (listener, server, http, notify, health) is
+    handed this struct; the lower modules (upstream, events, auth_cache, metrics,
+    routes, validate, render) know nothing of it and are usable on their own. All
+    of it belongs to the one thread that runs the libuv loop.
+*/
+#ifndef SLUICE_GATEWAY_H
+#define SLUICE_GATEWAY_H
+
+#include "routes.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct lws_context;
+struct lws_vhost;
+typedef struct upstream_t upstream_t;
+typedef struct events_t events_t;
+typedef struct auth_cache_t auth_cache_t;
+typedef struct metrics_t metrics_t;
+typedef struct listener_t listener_t;
+typedef struct notify_t notify_t;
+typedef struct static_files_t static_files_t;
+
+/* Settings read once at start (docs/config.md, section gateway). */
+typedef struct {
+    const char *host;                  /* address to listen on */
+    int port;                          /* TCP port (SO_REUSEPORT: several gateways may share it) */
+    int backlog;                       /* listen() backlog */
+    size_t max_connections;            /* open client connections, HTTP and WebSocket */
+    size_t max_body_bytes;             /* HTTP request body */
+    size_t max_header_bytes;           /* HTTP request head (request line + headers) */
+    size_t max_item_bytes;             /* clipboard content, as api.md's max_item_bytes */
+    size_t max_ws_message_bytes;       /* WebSocket message from a client; above: close 1009 */
+    size_t ws_queue_max;               /* messages queued to one slow WebSocket before closing it */
+    int ws_ping_s;                     /* WebSocket protocol ping to idle peers (0: none) */
+    size_t ws_db_max;                  /* db ops of WebSocket actors in flight at once */
+    int keepalive_s;                   /* idle HTTP keep-alive connection lifetime */
+    int header_timeout_ms;             /* a new connection must send its request head within this */
+    uint32_t deadline_ms[ROUTE_COUNT]; /* SMP deadline of each route */
+    uint32_t internal_deadline_ms;     /* auth.verify, device.set_active, clipboard.* for sockets */
+    int64_t auth_cache_ms;             /* a verified token is trusted this long */
+    int64_t auth_negative_ms;    /* an unknown/revoked token is refused this long without asking */
+    size_t auth_cache_max;       /* entries in the token cache */
+    int64_t subscribe_settle_ms; /* after a new topic subscription, wait before querying */
+    int retry_after_s;           /* Retry-After on 503 */
+    const char *static_dir;      /* web client files served at / ("" : none) */
+} gw_config_t;
+
+typedef struct gw_t {
+    gw_config_t cfg;
+    uv_loop_t *loop;
+    struct lws_context *lws;       /* libwebsockets on our loop (foreign libuv loop) */
+    struct lws_vhost *vhost;       /* the one vhost; it has no listener of its own */
+    struct lws_context *lws_dying; /* destroyed once, freed after the loop has run */
+    void *lws_policy;              /* the vhost's idle/ping policy (lws_retry_bo_t, owned) */
+    upstream_t *upstream;          /* DEALER to the broker(s) and the pending-request table */
+    events_t *events;              /* SUB to the brokers' event output */
+    auth_cache_t *auth;            /* token -> (user, device), briefly cached */
+    metrics_t *metrics;            /* counters and histograms for /metrics */
+    listener_t *listener;          /* accepts, reads request heads, authenticates upgrades */
+    notify_t *notify;              /* the WebSocket actors, by user */
+    static_files_t *static_files;  /* the web client, loaded at start */
+    size_t connections;            /* client connections owned by libwebsockets */
+    bool stopping;                 /* SIGTERM seen: refuse new work, drain */
+    uint32_t request_prefix;       /* X-Request-Ids made here: random prefix + counter */
+    uint64_t request_counter;
+} gw_t;
+
+/* Called by the lower layers' callbacks: a device was revoked (from an event or
+   from a DELETE that passed through here). Drops its cached tokens and closes its
+   sockets with 4001. Lives in main.c, where the modules are wired together. */
+void gw_device_revoked(gw_t *gw, int64_t user_id, int64_t device_id);
+
+#endif

@@ -1,0 +1,619 @@
+/*  http.c - the HTTP request actor. See http.h.
+
+    Order of checks, so each client mistake gets the most useful answer:
+    route (404/405) -> size (413/411) -> token (401) -> inputs (400/413) -> worker.
+    A response is written from HTTP_WRITEABLE only: headers first, then the body in
+    chunks of S_CHUNK bytes, each when the socket can take more.
+*/
+#include "http.h"
+#include "auth_cache.h"
+#include "clock.h"
+#include "health.h"
+#include "metrics.h"
+#include "mp.h"
+#include "render.h"
+#include "slog.h"
+#include "static_files.h"
+#include "upstream.h"
+#include "validate.h"
+
+#include <inttypes.h>
+#include <libwebsockets.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+#define S_CHUNK (32 * 1024)
+#define S_ARGS_MAX 32
+#define S_HEADERS_MAX 2048
+
+struct http_req_t {
+    gw_t *gw;
+    struct lws *wsi;      /* NULL once the connection closed */
+    const route_t *route; /* NULL for 404/405 */
+    route_id_t metric_route;
+    int64_t started_us;
+    char request_id[VALIDATE_REQUEST_ID_MAX + 1];
+    char param[ROUTE_PARAM_MAX];
+    char *args_buf; /* query fragments, NUL-separated */
+    const char *args[S_ARGS_MAX];
+    size_t nargs;
+    char *idem;          /* Idempotency-Key, NULL when absent */
+    char *authorization; /* Authorization header, NULL when absent */
+    uint8_t *body;
+    size_t body_len;
+    size_t content_length;
+    int64_t user_id;
+    int64_t device_id;
+    upstream_call_t *call;
+    auth_wait_t *auth_wait;
+    health_call_t *health;
+    bool started; /* s_start ran (lws may also report an empty body done) */
+    /* the response */
+    bool answered;
+    int status;
+    const char *content_type;
+    char *resp; /* body, malloc'd unless resp_static */
+    bool resp_static;
+    size_t resp_len;
+    size_t resp_off;
+    bool headers_sent;
+    bool close;        /* Connection: close, then hang up */
+    int retry_after_s; /* > 0: Retry-After */
+    bool www_authenticate;
+    char allow[48];
+};
+
+void http_new_request_id(gw_t *gw, char out[40])
+{
+    /* a random prefix per process, then a counter: unique here, unlikely to repeat
+       across gateways */
+    if (!gw->request_prefix)
+        gw->request_prefix = randombytes_random() | 1;
+    snprintf(out, 40, "%08" PRIx32 "%012" PRIx64, gw->request_prefix, ++gw->request_counter);
+}
+
+size_t http_format_error(char *buf, size_t size, int status, const char *code, const char *message,
+                         const char *request_id, int retry_after_s)
+{
+    size_t blen = 0;
+    char *body = render_error(code, message, &blen);
+    char retry[48] = "";
+    if (retry_after_s > 0)
+        snprintf(retry, sizeof retry, "Retry-After: %d\r\n", retry_after_s);
+    const char *reason = status == 400   ? "Bad Request"
+                         : status == 401 ? "Unauthorized"
+                         : status == 404 ? "Not Found"
+                         : status == 408 ? "Request Timeout"
+                         : status == 413 ? "Payload Too Large"
+                         : status == 431 ? "Request Header Fields Too Large"
+                         : status == 503 ? "Service Unavailable"
+                                         : "Error";
+    int n = snprintf(buf, size,
+                     "HTTP/1.1 %d %s\r\n"
+                     "Content-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n"
+                     "X-Request-Id: %s\r\n"
+                     "%s%s"
+                     "Cache-Control: no-store\r\n"
+                     "Connection: close\r\n\r\n%s",
+                     status, reason, blen, request_id, retry,
+                     status == 401 ? "WWW-Authenticate: Bearer\r\n" : "", body ? body : "");
+    free(body);
+    if (n < 0)
+        return 0;
+    return (size_t)n < size ? (size_t)n : size - 1;
+}
+
+static void s_free(http_req_t *req)
+{
+    gw_t *gw = req->gw;
+    upstream_cancel(gw->upstream, &req->call, false);
+    auth_cache_cancel(gw->auth, &req->auth_wait);
+    health_cancel(gw, &req->health);
+    if (!req->resp_static)
+        free(req->resp);
+    free(req->args_buf);
+    free(req->idem);
+    free(req->authorization);
+    free(req->body);
+    free(req);
+}
+
+/* Sets the response and asks to write it. body: malloc'd (owned from here) unless
+   is_static. Counted in metrics here, once per request. */
+static void s_respond(http_req_t *req, int status, const char *content_type, char *body, size_t len,
+                      bool is_static)
+{
+    if (req->answered) { /* our own bug; keep the first answer */
+        if (!is_static)
+            free(body);
+        return;
+    }
+    req->answered = true;
+    req->status = status;
+    req->content_type = content_type;
+    req->resp = body;
+    req->resp_len = len;
+    req->resp_static = is_static;
+    if (status == 503 && req->retry_after_s == 0)
+        req->retry_after_s = req->gw->cfg.retry_after_s;
+    metrics_request(req->gw->metrics, req->metric_route, status, clock_now_us() - req->started_us);
+    if (slog_enabled(SLOG_DEBUG))
+        slog_write(SLOG_DEBUG, (const uint8_t *)req->request_id, strlen(req->request_id),
+                   "%s -> %d", routes_label(req->metric_route), status);
+    if (req->wsi)
+        lws_callback_on_writable(req->wsi);
+}
+
+static void s_error(http_req_t *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void s_error(http_req_t *req, int status, const char *code, const char *fmt, ...)
+{
+    char message[VALIDATE_MESSAGE_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    size_t len = 0;
+    char *body = render_error(code, message, &len);
+    s_respond(req, status, "application/json", body, len, false);
+}
+
+/* ---- the worker's answer ---------------------------------------------------- */
+
+static void s_on_reply(void *arg, bool final, int status, const msgpack_object *body)
+{
+    http_req_t *req = arg;
+    if (!final)
+        return; /* stream chunks: chat streaming (SSE) is served elsewhere */
+    req->call = NULL;
+    if (status < 200 || status > 599) {
+        s_error(req, 502, "internal", "the worker answered status %d", status);
+        return;
+    }
+    if (status == 204) {
+        if (req->route->id == ROUTE_DEVICE_DELETE) {
+            int64_t device = 0;
+            if (validate_id(req->param, strlen(req->param), &device))
+                gw_device_revoked(req->gw, req->user_id, device);
+        }
+        s_respond(req, 204, NULL, NULL, 0, true);
+        return;
+    }
+    const msgpack_object *error = mp_get(body, "error");
+    if (error) {
+        const char *code = "internal", *message = "error";
+        size_t clen = 0, mlen = 0;
+        char cbuf[64], mbuf[VALIDATE_MESSAGE_MAX];
+        if (mp_get_str(error, "code", &code, &clen) && clen > 0 && clen < sizeof cbuf) {
+            memcpy(cbuf, code, clen);
+            cbuf[clen] = 0;
+            code = cbuf;
+        } else {
+            code = status == 503 ? "unavailable" : status == 504 ? "timeout" : "internal";
+        }
+        if (mp_get_str(error, "message", &message, &mlen) && mlen > 0) {
+            if (mlen >= sizeof mbuf)
+                mlen = sizeof mbuf - 1;
+            memcpy(mbuf, message, mlen);
+            mbuf[mlen] = 0;
+            message = mbuf;
+        } else {
+            message = "error";
+        }
+        size_t len = 0;
+        char *text = render_error(code, message, &len);
+        s_respond(req, status, "application/json", text, len, false);
+        return;
+    }
+    const msgpack_object *data = mp_get(body, "data");
+    json_t *json = data ? render_json(data, NULL) : json_object();
+    size_t len = 0;
+    char *text = render_dump(json, &len);
+    if (!text) {
+        slog_write(SLOG_ERROR, (const uint8_t *)req->request_id, strlen(req->request_id),
+                   "reply of %s could not be rendered as JSON", req->route->op);
+        s_error(req, 502, "internal", "the worker's answer could not be rendered");
+        return;
+    }
+    s_respond(req, status, "application/json", text, len, false);
+}
+
+/* The request is valid so far and authenticated if it had to be: ask the worker. */
+static void s_dispatch(http_req_t *req)
+{
+    gw_t *gw = req->gw;
+    validate_in_t in = {
+        .route = req->route,
+        .param = req->param,
+        .args = req->args,
+        .nargs = req->nargs,
+        .body = req->body,
+        .body_len = req->body_len,
+        .idem = req->idem,
+        .trace = req->request_id,
+        .authed = req->user_id > 0,
+        .user_id = req->user_id,
+        .device_id = req->device_id,
+        .max_item_bytes = gw->cfg.max_item_bytes,
+    };
+    gw_err_t err;
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    if (validate_request(&in, &buf, &err) != 0) {
+        msgpack_sbuffer_destroy(&buf);
+        s_error(req, err.status, err.code, "%s", err.message);
+        return;
+    }
+    req->call = upstream_call(gw->upstream, req->route->service, buf.data, buf.size,
+                              gw->cfg.deadline_ms[req->route->id], s_on_reply, req);
+    msgpack_sbuffer_destroy(&buf);
+    if (!req->call)
+        s_error(req, 503, "unavailable", "no broker is reachable; try again");
+}
+
+static void s_on_auth(void *arg, const auth_answer_t *a)
+{
+    http_req_t *req = arg;
+    req->auth_wait = NULL;
+    if (a->result == AUTH_OK) {
+        req->user_id = a->user_id;
+        req->device_id = a->device_id;
+        s_dispatch(req);
+    } else if (a->result == AUTH_DENIED) {
+        req->www_authenticate = true;
+        s_error(req, 401, "unauthorized", "the token is unknown or was revoked");
+    } else {
+        s_error(req, a->status, a->code, "%s", a->message);
+    }
+}
+
+static void s_on_health(void *arg, int status, char *body, size_t len, const char *type)
+{
+    http_req_t *req = arg;
+    req->health = NULL;
+    s_respond(req, status, type, body, len, false);
+}
+
+/* Everything the client sent is here: check the token, then dispatch. */
+static void s_start(http_req_t *req)
+{
+    gw_t *gw = req->gw;
+    if (req->started)
+        return;
+    req->started = true;
+    if (req->route->id == ROUTE_HEALTH || req->route->id == ROUTE_METRICS) {
+        req->health = health_start(gw, req->route->id == ROUTE_METRICS, s_on_health, req);
+        return;
+    }
+    if (gw->stopping) {
+        s_error(req, 503, "unavailable", "this gateway is shutting down; try again");
+        return;
+    }
+    if (!req->route->auth) {
+        s_dispatch(req);
+        return;
+    }
+    const char *token;
+    size_t len;
+    if (!req->authorization) {
+        req->www_authenticate = true;
+        s_error(req, 401, "unauthorized", "this endpoint needs an Authorization: Bearer token");
+        return;
+    }
+    if (!validate_bearer(req->authorization, &token, &len)) {
+        req->www_authenticate = true;
+        s_error(req, 401, "unauthorized", "the Authorization header is not a valid Bearer token");
+        return;
+    }
+    auth_result_t r = auth_cache_lookup(gw->auth, token, len, &req->user_id, &req->device_id);
+    if (r == AUTH_OK) {
+        s_dispatch(req);
+    } else if (r == AUTH_DENIED) {
+        req->www_authenticate = true;
+        s_error(req, 401, "unauthorized", "the token is unknown or was revoked");
+    } else {
+        req->auth_wait = auth_cache_verify(gw->auth, token, len, s_on_auth, req);
+        if (!req->auth_wait)
+            s_error(req, 503, "unavailable", "no broker is reachable; try again");
+    }
+}
+
+/* ---- libwebsockets events ----------------------------------------------------- */
+
+static const char *s_method(struct lws *wsi)
+{
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI))
+        return "GET";
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI))
+        return "POST";
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_DELETE_URI))
+        return "DELETE";
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_PUT_URI))
+        return "PUT";
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_PATCH_URI))
+        return "PATCH";
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_OPTIONS_URI))
+        return "OPTIONS";
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HEAD_URI))
+        return "HEAD";
+    return "?";
+}
+
+/* A header by token or custom name, malloc'd; NULL when absent or too long. */
+static char *s_header(struct lws *wsi, enum lws_token_indexes token, const char *custom, size_t max,
+                      bool *too_long)
+{
+    int len = custom ? lws_hdr_custom_length(wsi, custom, (int)strlen(custom))
+                     : lws_hdr_total_length(wsi, token);
+    if (len <= 0)
+        return NULL;
+    if ((size_t)len > max) {
+        if (too_long)
+            *too_long = true;
+        return NULL;
+    }
+    char *v = malloc((size_t)len + 1);
+    int n = custom ? lws_hdr_custom_copy(wsi, v, len + 1, custom, (int)strlen(custom))
+                   : lws_hdr_copy(wsi, v, len + 1, token);
+    if (n < 0) {
+        free(v);
+        return NULL;
+    }
+    v[n] = 0;
+    return v;
+}
+
+static int s_copy_args(http_req_t *req, struct lws *wsi)
+{
+    int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
+    if (total <= 0)
+        return 0;
+    size_t cap = (size_t)total + S_ARGS_MAX + 1;
+    req->args_buf = malloc(cap);
+    size_t used = 0;
+    for (int i = 0;; i++) {
+        int n = lws_hdr_copy_fragment(wsi, req->args_buf + used, (int)(cap - used),
+                                      WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (n < 0)
+            break;
+        if (req->nargs == S_ARGS_MAX)
+            return -1;
+        req->args[req->nargs++] = req->args_buf + used;
+        used += (size_t)n + 1;
+        if (used >= cap)
+            break;
+    }
+    return 0;
+}
+
+int http_on_request(gw_t *gw, struct lws *wsi, http_req_t **req_p, const char *path)
+{
+    if (*req_p) { /* a new request while one is unanswered: our bug, or a broken peer */
+        slog_warn("http: request on a connection with one in progress; closing");
+        return -1;
+    }
+    http_req_t *req = calloc(1, sizeof *req);
+    req->gw = gw;
+    req->wsi = wsi;
+    req->started_us = clock_now_us();
+    req->metric_route = ROUTE_UNMATCHED;
+    *req_p = req;
+    lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+
+    char *rid = s_header(wsi, 0, "x-request-id:", VALIDATE_REQUEST_ID_MAX, NULL);
+    if (rid && validate_request_id(rid, strlen(rid)))
+        snprintf(req->request_id, sizeof req->request_id, "%s", rid);
+    else
+        http_new_request_id(gw, req->request_id);
+    free(rid);
+
+    const char *method = s_method(wsi);
+    char allow[48];
+    int m = routes_match(method, path, &req->route, req->param, allow, sizeof allow);
+    if (m == 404 && strcmp(method, "GET") == 0) {
+        const static_file_t *f = static_files_get(gw->static_files, path);
+        if (f) {
+            req->metric_route = ROUTE_STATIC;
+            s_respond(req, 200, f->content_type, (char *)f->data, f->size, true);
+            return 0;
+        }
+    }
+    if (m == 404) {
+        s_error(req, 404, "not_found", "no such endpoint: %s %.200s", method, path);
+        return 0;
+    }
+    if (m == 405) {
+        snprintf(req->allow, sizeof req->allow, "%s", allow);
+        s_error(req, 405, "method_not_allowed", "%s is not allowed here; allowed: %s", method,
+                allow);
+        return 0;
+    }
+    req->metric_route = req->route->id;
+    if (req->route->id == ROUTE_STATIC) {
+        const static_file_t *f = static_files_get(gw->static_files, "/");
+        if (f)
+            s_respond(req, 200, f->content_type, (char *)f->data, f->size, true);
+        else
+            s_error(req, 404, "not_found", "no web client is installed here");
+        return 0;
+    }
+    if (req->route->id == ROUTE_NOTIFY) {
+        s_error(req, 426, "upgrade_required", "this endpoint is a WebSocket: send an upgrade");
+        return 0;
+    }
+
+    /* the body: its size is known before a byte of it is read */
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
+        req->close = true;
+        s_error(req, 411, "length_required",
+                "request bodies need a Content-Length (chunked bodies are not accepted)");
+        return 0;
+    }
+    char *cl = s_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, NULL, 20, NULL);
+    if (cl) {
+        int64_t n;
+        if (!validate_id(cl, strlen(cl), &n)) {
+            free(cl);
+            req->close = true;
+            s_error(req, 400, "bad_request", "Content-Length is not a number");
+            return 0;
+        }
+        free(cl);
+        if ((uint64_t)n > gw->cfg.max_body_bytes) {
+            req->close = true; /* the body stays unread: the connection cannot go on */
+            s_error(req, 413, "payload_too_large",
+                    "the body is %" PRId64 " bytes; the limit is %zu bytes", n,
+                    gw->cfg.max_body_bytes);
+            return 0;
+        }
+        req->content_length = (size_t)n;
+    }
+
+    bool too_long = false;
+    req->authorization =
+        s_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, NULL, VALIDATE_TOKEN_MAX + 64, &too_long);
+    req->idem = s_header(wsi, 0, "idempotency-key:", 1024, &too_long);
+    if (too_long && req->route->write && !req->idem &&
+        lws_hdr_custom_length(wsi, "idempotency-key:", 16) > 0)
+        req->idem = strdup("\x01"); /* present but too long: refused by validation */
+    if (s_copy_args(req, wsi) != 0) {
+        s_error(req, 400, "bad_request", "too many query parameters (at most %d)", S_ARGS_MAX);
+        return 0;
+    }
+    if (req->content_length > 0) {
+        req->body = malloc(req->content_length);
+        return 0; /* wait for HTTP_BODY */
+    }
+    s_start(req);
+    return 0;
+}
+
+int http_on_body(http_req_t *req, const void *data, size_t len)
+{
+    if (!req || !req->body || req->answered)
+        return 0;
+    if (len > req->content_length - req->body_len)
+        len = req->content_length - req->body_len; /* never past Content-Length */
+    memcpy(req->body + req->body_len, data, len);
+    req->body_len += len;
+    return 0;
+}
+
+int http_on_body_done(http_req_t *req)
+{
+    if (!req || req->answered)
+        return 0;
+    s_start(req);
+    return 0;
+}
+
+/* Writes the head of the response and as much of the body as fits one chunk, in one
+   write (one send, one TCP segment for a small answer). The Content-Length is ours:
+   libwebsockets is not told, so it does not count the body bytes written with the
+   head. Returns 0 or -1. */
+static int s_write_first(http_req_t *req)
+{
+    struct lws *wsi = req->wsi;
+    unsigned char buf[LWS_PRE + S_HEADERS_MAX + S_CHUNK];
+    unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + LWS_PRE + S_HEADERS_MAX;
+    char value[64];
+    int n;
+    if (lws_add_http_header_status(wsi, (unsigned int)req->status, &p, end))
+        return -1;
+    if (req->content_type && lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+                                                          (const unsigned char *)req->content_type,
+                                                          (int)strlen(req->content_type), &p, end))
+        return -1;
+    if (req->status != 204) {
+        n = snprintf(value, sizeof value, "%zu", req->resp_len);
+        if (lws_add_http_header_by_name(wsi, (const unsigned char *)"content-length:",
+                                        (const unsigned char *)value, n, &p, end))
+            return -1;
+    }
+    if (lws_add_http_header_by_name(
+            wsi, (const unsigned char *)"x-request-id:", (const unsigned char *)req->request_id,
+            (int)strlen(req->request_id), &p, end))
+        return -1;
+    if (req->retry_after_s > 0) {
+        n = snprintf(value, sizeof value, "%d", req->retry_after_s);
+        if (lws_add_http_header_by_name(wsi, (const unsigned char *)"retry-after:",
+                                        (const unsigned char *)value, n, &p, end))
+            return -1;
+    }
+    if (req->allow[0] && lws_add_http_header_by_name(wsi, (const unsigned char *)"allow:",
+                                                     (const unsigned char *)req->allow,
+                                                     (int)strlen(req->allow), &p, end))
+        return -1;
+    if (req->www_authenticate &&
+        lws_add_http_header_by_name(wsi, (const unsigned char *)"www-authenticate:",
+                                    (const unsigned char *)"Bearer", 6, &p, end))
+        return -1;
+    const char *cache = req->metric_route == ROUTE_STATIC ? "no-cache" : "no-store";
+    if (lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+                                    (const unsigned char *)cache, (int)strlen(cache), &p, end))
+        return -1;
+    if (req->close && lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+                                                   (const unsigned char *)"close", 5, &p, end))
+        return -1;
+    if (lws_finalize_http_header(wsi, &p, end))
+        return -1;
+    size_t body = req->resp_len < S_CHUNK ? req->resp_len : S_CHUNK;
+    if (body)
+        memcpy(p, req->resp, body);
+    size_t total = (size_t)(p - start) + body;
+    if (lws_write(wsi, start, total, LWS_WRITE_HTTP_HEADERS) < (int)total)
+        return -1;
+    req->resp_off = body;
+    req->headers_sent = true;
+    return 0;
+}
+
+int http_on_writeable(http_req_t **req_p)
+{
+    http_req_t *req = *req_p;
+    if (!req || !req->answered)
+        return 0; /* nothing to say yet */
+    if (!req->headers_sent) {
+        if (s_write_first(req) != 0) {
+            *req_p = NULL;
+            s_free(req);
+            return -1;
+        }
+    } else if (req->resp_off < req->resp_len) {
+        unsigned char buf[LWS_PRE + S_CHUNK];
+        size_t n = req->resp_len - req->resp_off;
+        if (n > S_CHUNK)
+            n = S_CHUNK;
+        memcpy(buf + LWS_PRE, req->resp + req->resp_off, n);
+        req->resp_off += n;
+        if (lws_write(req->wsi, buf + LWS_PRE, n, LWS_WRITE_HTTP) < (int)n) {
+            *req_p = NULL;
+            s_free(req);
+            return -1;
+        }
+    }
+    if (req->resp_off < req->resp_len) {
+        lws_callback_on_writable(req->wsi);
+        return 0;
+    }
+    struct lws *wsi = req->wsi;
+    bool close = req->close;
+    *req_p = NULL;
+    s_free(req);
+    if (close)
+        return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+void http_on_closed(http_req_t **req_p)
+{
+    http_req_t *req = *req_p;
+    if (!req)
+        return;
+    *req_p = NULL;
+    req->wsi = NULL;
+    s_free(req);
+}

@@ -1,0 +1,306 @@
+/*  sluice-gateway: the public HTTP/1.1 + WebSocket API (docs/api.md).
+
+    One thread, one libuv loop. On it: libwebsockets (foreign-loop mode), the
+    listening socket, the DEALER to the brokers and the SUB to their events (each
+    ZMQ_FD under a uv_poll), one janitor timer (deadlines, cache expiry, header
+    timeouts) and a before-poll hook that drains both ZeroMQ sockets: ZMQ_FD is
+    edge-triggered and a send can consume its edge, so the loop never sleeps with
+    a message unread. No request is handed to another thread.
+
+    SIGTERM/SIGINT: stop accepting, close WebSockets with 1001 (each marks its
+    device inactive), let requests in flight finish (at most drain_ms), then close
+    everything and exit 0.
+*/
+#include "gateway.h"
+#include "auth_cache.h"
+#include "clock.h"
+#include "config.h"
+#include "events.h"
+#include "listener.h"
+#include "metrics.h"
+#include "mp.h"
+#include "notify.h"
+#include "server.h"
+#include "slog.h"
+#include "static_files.h"
+#include "upstream.h"
+
+#include <czmq.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef SLUICE_STATIC_DIR
+#define SLUICE_STATIC_DIR ""
+#endif
+
+#define S_JANITOR_MS 100
+
+static const config_option_t s_options[] = {
+    {"host", CONFIG_STR, "127.0.0.1", "address to listen on (IPv4 or IPv6 literal)"},
+    {"port", CONFIG_INT, "8080", "TCP port; several gateways may share it (SO_REUSEPORT)"},
+    {"backlog", CONFIG_INT, "1024", "listen() backlog"},
+    {"frontend", CONFIG_STR, "tcp://127.0.0.1:5550",
+     "brokers' frontend endpoints, comma-separated (one DEALER connects to all)"},
+    {"events_out", CONFIG_STR, "tcp://127.0.0.1:5553",
+     "brokers' event output endpoints, comma-separated (one SUB connects to all)"},
+    {"max_connections", CONFIG_INT, "100000", "client connections (HTTP and WebSocket)"},
+    {"max_body_bytes", CONFIG_INT, "4194304", "HTTP request body; larger gets 413"},
+    {"max_header_bytes", CONFIG_INT, "16384", "HTTP request head; larger gets 431"},
+    {"max_item_bytes", CONFIG_INT, "1048576", "clipboard content; larger gets 413"},
+    {"max_ws_message_bytes", CONFIG_INT, "65536",
+     "WebSocket message from a client; larger closes the socket with 1009"},
+    {"ws_queue_max", CONFIG_INT, "1024",
+     "messages queued to a WebSocket that is not reading before it is closed (1013)"},
+    {"ws_ping_s", CONFIG_INT, "30", "ping idle WebSockets after this many seconds (0: never)"},
+    {"ws_db_max", CONFIG_INT, "64",
+     "db ops of WebSockets (hello, replay, set_active) in flight at once; more wait here"},
+    {"keepalive_s", CONFIG_INT, "30", "idle HTTP keep-alive connections are closed after this"},
+    {"header_timeout_ms", CONFIG_INT, "10000",
+     "a new connection must send its request head within this"},
+    {"deadline_ms", CONFIG_INT, "5000", "SMP deadline of a request (every route)"},
+    {"route_deadlines", CONFIG_STR, "chat.generate=120000",
+     "per-route deadlines by op, e.g. clipboard.create=3000,chat.generate=60000"},
+    {"internal_deadline_ms", CONFIG_INT, "5000",
+     "deadline of the gateway's own requests (auth.verify, WebSocket replay, set_active)"},
+    {"auth_cache_ms", CONFIG_INT, "10000", "a verified token is trusted this long"},
+    {"auth_negative_ms", CONFIG_INT, "5000", "an unknown or revoked token is refused this long"},
+    {"auth_cache_max", CONFIG_INT, "100000", "tokens kept in the cache"},
+    {"subscribe_settle_ms", CONFIG_INT, "50",
+     "after subscribing to a user's events, wait this long before reading the database"},
+    {"retry_after_s", CONFIG_INT, "1", "Retry-After of a 503"},
+    {"drain_ms", CONFIG_INT, "3000", "on SIGTERM, how long requests in flight may take"},
+    {"static_dir", CONFIG_STR, SLUICE_STATIC_DIR, "web client files served at / (empty: none)"},
+    {NULL, 0, NULL, NULL},
+};
+
+/* The process: the context plus the handles only main.c touches. */
+typedef struct {
+    gw_t gw;
+    config_t *config;
+    uv_loop_t loop;
+    uv_signal_t sigterm;
+    uv_signal_t sigint;
+    uv_timer_t janitor;
+    uv_prepare_t before_poll;
+    int64_t drain_until_ms;
+    bool closed;
+} s_main_t;
+
+void gw_device_revoked(gw_t *gw, int64_t user_id, int64_t device_id)
+{
+    auth_cache_revoke_device(gw->auth, device_id);
+    listener_revoke_device(gw->listener, device_id);
+    notify_device_revoked(gw->notify, user_id, device_id);
+}
+
+static void s_on_event(void *arg, int64_t user_id, const msgpack_object *body)
+{
+    gw_t *gw = arg;
+    if (mp_str_eq(mp_get(body, "type"), "device.revoked")) {
+        int64_t device;
+        if (mp_get_int(body, "device_id", &device))
+            gw_device_revoked(gw, user_id, device);
+        return;
+    }
+    notify_user_event(gw->notify, user_id, body);
+}
+
+static void s_before_poll(uv_prepare_t *handle)
+{
+    gw_t *gw = handle->data;
+    if (gw->upstream)
+        upstream_drain(gw->upstream);
+    if (gw->events)
+        events_drain(gw->events);
+}
+
+/* In dependency order: connections first (their close callbacks cancel calls and
+   release subscriptions), then what they used. */
+static void s_destroy_modules(gw_t *gw)
+{
+    server_stop(gw);
+    notify_destroy(&gw->notify);
+    auth_cache_destroy(&gw->auth);
+    upstream_destroy(&gw->upstream);
+    events_destroy(&gw->events);
+}
+
+static void s_close_all(s_main_t *m)
+{
+    if (m->closed)
+        return;
+    m->closed = true;
+    gw_t *gw = &m->gw;
+    slog_info("gateway: closing");
+    s_destroy_modules(gw);
+    uv_timer_stop(&m->janitor);
+    uv_close((uv_handle_t *)&m->janitor, NULL);
+    uv_prepare_stop(&m->before_poll);
+    uv_close((uv_handle_t *)&m->before_poll, NULL);
+    uv_signal_stop(&m->sigterm);
+    uv_close((uv_handle_t *)&m->sigterm, NULL);
+    uv_signal_stop(&m->sigint);
+    uv_close((uv_handle_t *)&m->sigint, NULL);
+}
+
+static void s_janitor(uv_timer_t *timer)
+{
+    s_main_t *m = timer->data;
+    gw_t *gw = &m->gw;
+    int64_t now = clock_now_ms();
+    upstream_janitor(gw->upstream, now);
+    auth_cache_janitor(gw->auth, now);
+    listener_janitor(gw->listener, now);
+    if (gw->stopping && (now >= m->drain_until_ms ||
+                         (notify_count(gw->notify) == 0 && upstream_pending(gw->upstream) == 0)))
+        s_close_all(m);
+}
+
+static void s_on_signal(uv_signal_t *handle, int signum)
+{
+    s_main_t *m = handle->data;
+    gw_t *gw = &m->gw;
+    if (gw->stopping)
+        return;
+    slog_info("gateway: %s: draining", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    gw->stopping = true;
+    m->drain_until_ms = clock_now_ms() + config_int(m->config, "drain_ms");
+    listener_stop(gw->listener);
+    notify_shutdown(gw->notify);
+}
+
+static int s_load(s_main_t *m)
+{
+    gw_t *gw = &m->gw;
+    config_t *c = m->config;
+    gw_config_t *cfg = &gw->cfg;
+    cfg->host = config_str(c, "host");
+    cfg->port = (int)config_int(c, "port");
+    cfg->backlog = (int)config_int(c, "backlog");
+    cfg->max_connections = (size_t)config_int(c, "max_connections");
+    cfg->max_body_bytes = (size_t)config_int(c, "max_body_bytes");
+    cfg->max_header_bytes = (size_t)config_int(c, "max_header_bytes");
+    cfg->max_item_bytes = (size_t)config_int(c, "max_item_bytes");
+    cfg->max_ws_message_bytes = (size_t)config_int(c, "max_ws_message_bytes");
+    cfg->ws_queue_max = (size_t)config_int(c, "ws_queue_max");
+    cfg->ws_ping_s = (int)config_int(c, "ws_ping_s");
+    cfg->ws_db_max = (size_t)config_int(c, "ws_db_max");
+    cfg->keepalive_s = (int)config_int(c, "keepalive_s");
+    cfg->header_timeout_ms = (int)config_int(c, "header_timeout_ms");
+    cfg->internal_deadline_ms = (uint32_t)config_int(c, "internal_deadline_ms");
+    cfg->auth_cache_ms = config_int(c, "auth_cache_ms");
+    cfg->auth_negative_ms = config_int(c, "auth_negative_ms");
+    cfg->auth_cache_max = (size_t)config_int(c, "auth_cache_max");
+    cfg->subscribe_settle_ms = config_int(c, "subscribe_settle_ms");
+    cfg->retry_after_s = (int)config_int(c, "retry_after_s");
+    cfg->static_dir = config_str(c, "static_dir");
+    int64_t deadline = config_int(c, "deadline_ms");
+    if (cfg->port < 0 || cfg->port > 65535 || cfg->max_header_bytes < 1024 ||
+        cfg->max_header_bytes > 65535 || cfg->max_ws_message_bytes < 16 || deadline < 1 ||
+        cfg->ws_queue_max < 16 || cfg->ws_db_max < 1 || cfg->max_connections < 1 ||
+        cfg->auth_cache_max < 1 || cfg->internal_deadline_ms < 1 || cfg->ws_ping_s < 0 ||
+        cfg->ws_ping_s > 30000) {
+        fprintf(stderr, "sluice-gateway: a setting is out of range (see --help and "
+                        "docs/config.md: port 0-65535, max_header_bytes 1024-65535, ...)\n");
+        return -1;
+    }
+    /* connections above the descriptor limit would fail at accept(): cap them so
+       the excess is answered 503 instead (64 descriptors for everything else) */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        cfg->max_connections + 64 > rl.rlim_cur) {
+        size_t cap = rl.rlim_cur > 128 ? (size_t)rl.rlim_cur - 64 : 64;
+        slog_warn("gateway: max_connections %zu is above the file-descriptor limit %llu: using "
+                  "%zu (raise ulimit -n)",
+                  cfg->max_connections, (unsigned long long)rl.rlim_cur, cap);
+        cfg->max_connections = cap;
+    }
+    for (size_t i = 0; i < ROUTE_COUNT; i++)
+        cfg->deadline_ms[i] = (uint32_t)deadline;
+    char err[200];
+    if (routes_parse_deadlines(config_str(c, "route_deadlines"), cfg->deadline_ms, err,
+                               sizeof err) != 0) {
+        fprintf(stderr, "sluice-gateway: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    s_main_t m;
+    memset(&m, 0, sizeof m);
+    int rc = config_load(&m.config, "sluice-gateway",
+                         "The public HTTP/1.1 and WebSocket API of Sluice (docs/api.md).",
+                         s_options, argc, argv);
+    if (rc != 0)
+        return rc > 0 ? 0 : 2;
+    if (s_load(&m) != 0) {
+        config_destroy(&m.config);
+        return 2;
+    }
+    gw_t *gw = &m.gw;
+    signal(SIGPIPE, SIG_IGN);
+    zsys_init();
+    zsys_handler_set(NULL); /* signals are the loop's, not czmq's */
+    uv_loop_init(&m.loop);
+    gw->loop = &m.loop;
+    int exit_code = 1;
+
+    gw->metrics = metrics_new();
+    gw->static_files = static_files_new(gw->cfg.static_dir);
+    gw->upstream = upstream_new(gw->loop, config_str(m.config, "frontend"));
+    gw->events = events_new(gw->loop, config_str(m.config, "events_out"),
+                            gw->cfg.subscribe_settle_ms, s_on_event, gw);
+    auth_cache_config_t acfg = {gw->cfg.auth_cache_ms, gw->cfg.auth_negative_ms,
+                                gw->cfg.auth_cache_max, gw->cfg.internal_deadline_ms};
+    if (gw->upstream && gw->events)
+        gw->auth = auth_cache_new(gw->upstream, gw->events, &acfg);
+    if (gw->auth)
+        gw->notify = notify_new(gw);
+    if (!gw->static_files || !gw->notify || server_start(gw) != 0 ||
+        !(gw->listener = listener_new(gw))) {
+        slog_error("gateway: start failed");
+        goto out;
+    }
+
+    uv_signal_init(gw->loop, &m.sigterm);
+    uv_signal_init(gw->loop, &m.sigint);
+    m.sigterm.data = m.sigint.data = &m;
+    uv_signal_start(&m.sigterm, s_on_signal, SIGTERM);
+    uv_signal_start(&m.sigint, s_on_signal, SIGINT);
+    uv_timer_init(gw->loop, &m.janitor);
+    m.janitor.data = &m;
+    uv_timer_start(&m.janitor, s_janitor, S_JANITOR_MS, S_JANITOR_MS);
+    uv_prepare_init(gw->loop, &m.before_poll);
+    m.before_poll.data = gw;
+    uv_prepare_start(&m.before_poll, s_before_poll);
+
+    slog_info("gateway: listening on http://%s:%d (brokers %s)", gw->cfg.host, gw->cfg.port,
+              config_str(m.config, "frontend"));
+    uv_run(gw->loop, UV_RUN_DEFAULT);
+    exit_code = 0;
+
+out:
+    /* everything that holds handles is closed, then the loop runs them down */
+    if (!m.closed) {
+        if (gw->listener)
+            listener_stop(gw->listener);
+        s_destroy_modules(gw);
+    }
+    uv_run(gw->loop, UV_RUN_DEFAULT);
+    server_finish(gw);
+    uv_run(gw->loop, UV_RUN_DEFAULT);
+    listener_destroy(&gw->listener);
+    static_files_destroy(&gw->static_files);
+    metrics_destroy(&gw->metrics);
+    free(gw->lws_policy);
+    if (uv_loop_close(gw->loop) != 0)
+        slog_warn("gateway: loop closed with handles still open");
+    config_destroy(&m.config);
+    slog_info("gateway: stopped");
+    return exit_code;
+}

@@ -1,0 +1,913 @@
+/*  notify.c - the /v1/sync/notify WebSocket actors. See notify.h.
+
+    Memory per idle socket is this struct (about 150 bytes) plus libwebsockets'
+    own: messages are allocated only while queued, and a partial client message
+    only while it is arriving.
+*/
+#include "notify.h"
+#include "auth_cache.h"
+#include "clock.h"
+#include "events.h"
+#include "http.h"
+#include "listener.h"
+#include "metrics.h"
+#include "mp.h"
+#include "render.h"
+#include "slog.h"
+#include "upstream.h"
+#include "validate.h"
+
+#include <czmq.h>
+#include <inttypes.h>
+#include <libwebsockets.h>
+
+#define S_PAGE 100     /* items per replay page */
+#define S_LOW_WATER 16 /* fetch the next replay page when this few are queued */
+#define S_SETTLE_TICK_MS 10
+#define S_ARGS_MAX 16
+#define S_CLOSE_REVOKED 4001
+#define S_WRITE_CLOSE 4        /* libwebsockets' internal LWS_WRITE_CLOSE: a close frame */
+#define S_CLOSE_TRY_AGAIN 1013 /* RFC 6455 registry: Try Again Later */
+
+typedef enum { P_SETTLING, P_HELLO, P_REPLAY, P_LIVE, P_CLOSING } s_phase_t;
+typedef enum { K_ITEM, K_DELETED, K_CONTROL } s_kind_t;
+
+/* A text message, queued to be written or held until the actor goes live. */
+typedef struct s_msg_t {
+    struct s_msg_t *next;
+    s_kind_t kind;
+    int64_t seq;           /* K_ITEM */
+    int64_t source_device; /* K_ITEM */
+    size_t len;
+    unsigned char data[]; /* LWS_PRE bytes, then the text */
+} s_msg_t;
+
+typedef struct {
+    s_msg_t *head, *tail;
+    uint32_t count;
+} s_queue_t;
+
+typedef struct s_user_t s_user_t;
+
+struct notify_conn_t {
+    notify_t *owner;
+    struct lws *wsi;
+    s_user_t *user;
+    notify_conn_t *prev, *next; /* the user's sockets */
+    notify_conn_t *settle_next; /* the settling list */
+    int64_t device_id;
+    int64_t after;     /* ?after=, -1: no replay */
+    int64_t cursor;    /* replay position */
+    int64_t threshold; /* items with seq <= this were sent or predate hello */
+    s_phase_t phase;
+    bool hello_queued;                    /* nothing is written before the hello */
+    upstream_call_t *call;                /* the one db op in flight */
+    void (*wait_fn)(notify_conn_t *c);    /* the db op waiting for its turn, if any */
+    notify_conn_t *wait_prev, *wait_next; /* the queue of actors waiting for a turn */
+    s_queue_t out;
+    s_queue_t held;
+    uint8_t *rx; /* a client message arriving in fragments */
+    size_t rx_len;
+    int close_code;
+    const char *close_reason;
+};
+
+struct s_user_t {
+    int64_t user_id;
+    notify_conn_t *conns;
+    size_t count;
+};
+
+/* A device.set_active waiting for its turn. */
+typedef struct s_active_t {
+    struct s_active_t *next;
+    int64_t user_id, device_id;
+    bool active;
+} s_active_t;
+
+struct notify_t {
+    gw_t *gw;
+    size_t inflight; /* db ops of sockets in flight, at most cfg.ws_db_max */
+    notify_conn_t *wait_head, *wait_tail;
+    s_active_t *act_head, *act_tail;
+    zhashx_t *users; /* "<user_id>" -> s_user_t (owned) */
+    size_t count;
+    notify_conn_t *settling;
+    uv_timer_t timer;
+    bool timer_running;
+};
+
+static void s_free(void **item_p)
+{
+    free(*item_p);
+    *item_p = NULL;
+}
+
+static void s_settle_tick(uv_timer_t *timer);
+
+notify_t *notify_new(gw_t *gw)
+{
+    notify_t *self = calloc(1, sizeof *self);
+    self->gw = gw;
+    self->users = zhashx_new();
+    zhashx_set_destructor(self->users, s_free);
+    uv_timer_init(gw->loop, &self->timer);
+    self->timer.data = self;
+    return self;
+}
+
+static void s_timer_closed(uv_handle_t *handle)
+{
+    notify_t *self = handle->data;
+    while (self->act_head) {
+        s_active_t *a = self->act_head;
+        self->act_head = a->next;
+        free(a);
+    }
+    zhashx_destroy(&self->users);
+    free(self);
+}
+
+void notify_destroy(notify_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    notify_t *self = *self_p;
+    uv_timer_stop(&self->timer);
+    uv_close((uv_handle_t *)&self->timer, s_timer_closed);
+    *self_p = NULL;
+}
+
+size_t notify_count(const notify_t *self)
+{
+    return self->count;
+}
+
+/* ---- messages ------------------------------------------------------------------ */
+
+static s_msg_t *s_msg_new(const char *text, size_t len, s_kind_t kind)
+{
+    s_msg_t *m = malloc(sizeof *m + LWS_PRE + len);
+    m->next = NULL;
+    m->kind = kind;
+    m->seq = 0;
+    m->source_device = 0;
+    m->len = len;
+    memcpy(m->data + LWS_PRE, text, len);
+    return m;
+}
+
+static void s_push(s_queue_t *q, s_msg_t *m)
+{
+    if (q->tail)
+        q->tail->next = m;
+    else
+        q->head = m;
+    q->tail = m;
+    q->count++;
+}
+
+static s_msg_t *s_pop(s_queue_t *q)
+{
+    s_msg_t *m = q->head;
+    if (m) {
+        q->head = m->next;
+        if (!q->head)
+            q->tail = NULL;
+        q->count--;
+        m->next = NULL;
+    }
+    return m;
+}
+
+static void s_clear(s_queue_t *q)
+{
+    s_msg_t *m;
+    while ((m = s_pop(q)))
+        free(m);
+}
+
+static void s_wait_unlink(notify_t *self, notify_conn_t *c);
+
+/* Asks libwebsockets to close the socket with code, from the next writeable. */
+static void s_close(notify_conn_t *c, int code, const char *reason)
+{
+    if (c->phase == P_CLOSING)
+        return;
+    c->phase = P_CLOSING;
+    c->close_code = code;
+    c->close_reason = reason;
+    if (c->call) {
+        upstream_cancel(c->owner->gw->upstream, &c->call, false);
+        c->owner->inflight--;
+    }
+    s_wait_unlink(c->owner, c);
+    char name[32];
+    snprintf(name, sizeof name, "ws_close_%d", code);
+    metrics_count(c->owner->gw->metrics, name);
+    lws_callback_on_writable(c->wsi);
+}
+
+static void s_send(notify_conn_t *c, s_msg_t *m)
+{
+    if (c->out.count >= c->owner->gw->cfg.ws_queue_max) {
+        free(m);
+        s_close(c, S_CLOSE_TRY_AGAIN, "client is not reading; reconnect");
+        return;
+    }
+    /* Nothing queued and nothing left over from the last write: write now, saving
+       the writeable round trip (two epoll changes and a wakeup per socket), which is
+       what a fan-out to thousands of sockets costs. A write the kernel takes only in
+       part is finished by libwebsockets itself before the next writeable. */
+    if (c->hello_queued && !c->out.head && c->phase != P_CLOSING && !lws_partial_buffered(c->wsi)) {
+        int n = lws_write(c->wsi, m->data + LWS_PRE, m->len, LWS_WRITE_TEXT);
+        free(m);
+        if (n < 0)
+            s_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "write failed");
+        return;
+    }
+    s_push(&c->out, m);
+    if (c->hello_queued)
+        lws_callback_on_writable(c->wsi);
+}
+
+static void s_send_text(notify_conn_t *c, const char *text, size_t len)
+{
+    s_send(c, s_msg_new(text, len, K_CONTROL));
+}
+
+static void s_send_error(notify_conn_t *c, const char *code, const char *message)
+{
+    json_t *o =
+        json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "code", code, "message", message);
+    size_t len = 0;
+    char *text = render_dump(o, &len);
+    if (text)
+        s_send_text(c, text, len);
+    free(text);
+}
+
+/* ---- db ops --------------------------------------------------------------------- */
+
+/* Sockets share a bounded number of db ops in flight (cfg.ws_db_max): a burst of
+   connections (a gateway restart brings thousands back at once) queues here, in
+   actors that hold nothing, instead of overflowing the broker's queue into 503s. */
+static void s_pump(notify_t *self);
+
+static void s_send_active(notify_t *self, int64_t user_id, int64_t device_id, bool active);
+
+static void s_on_active(void *arg, bool final, int status, const msgpack_object *body)
+{
+    (void)body;
+    notify_t *self = arg;
+    if (!final)
+        return;
+    if (status < 200 || status > 299)
+        slog_debug("notify: device.set_active answered %d", status);
+    self->inflight--;
+    s_pump(self);
+}
+
+static void s_send_active(notify_t *self, int64_t user_id, int64_t device_id, bool active)
+{
+    gw_t *gw = self->gw;
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    validate_pack_head(&pk, "device.set_active", user_id, device_id, NULL, true, NULL);
+    msgpack_pack_map(&pk, 2);
+    mp_pack_kv_int(&pk, "device_id", device_id);
+    mp_pack_kv_bool(&pk, "active", active);
+    if (upstream_call(gw->upstream, "db", buf.data, buf.size, gw->cfg.internal_deadline_ms,
+                      s_on_active, self))
+        self->inflight++;
+    else
+        slog_debug("notify: device.set_active not sent (no broker)");
+    msgpack_sbuffer_destroy(&buf);
+}
+
+static void s_set_active(notify_t *self, int64_t user_id, int64_t device_id, bool active)
+{
+    if (self->inflight < self->gw->cfg.ws_db_max) {
+        s_send_active(self, user_id, device_id, active);
+        return;
+    }
+    s_active_t *a = malloc(sizeof *a);
+    a->next = NULL;
+    a->user_id = user_id;
+    a->device_id = device_id;
+    a->active = active;
+    if (self->act_tail)
+        self->act_tail->next = a;
+    else
+        self->act_head = a;
+    self->act_tail = a;
+}
+
+static void s_wait_unlink(notify_t *self, notify_conn_t *c)
+{
+    if (!c->wait_fn)
+        return;
+    if (c->wait_prev)
+        c->wait_prev->wait_next = c->wait_next;
+    else
+        self->wait_head = c->wait_next;
+    if (c->wait_next)
+        c->wait_next->wait_prev = c->wait_prev;
+    else
+        self->wait_tail = c->wait_prev;
+    c->wait_prev = c->wait_next = NULL;
+    c->wait_fn = NULL;
+}
+
+/* Runs fn (which sends one db op for c) now, or when a turn is free. */
+static void s_run(notify_conn_t *c, void (*fn)(notify_conn_t *c))
+{
+    notify_t *self = c->owner;
+    if (self->inflight < self->gw->cfg.ws_db_max && !self->wait_head) {
+        fn(c);
+        return;
+    }
+    c->wait_fn = fn;
+    c->wait_prev = self->wait_tail;
+    c->wait_next = NULL;
+    if (self->wait_tail)
+        self->wait_tail->wait_next = c;
+    else
+        self->wait_head = c;
+    self->wait_tail = c;
+}
+
+static void s_pump(notify_t *self)
+{
+    while (self->inflight < self->gw->cfg.ws_db_max) {
+        if (self->wait_head) {
+            notify_conn_t *c = self->wait_head;
+            void (*fn)(notify_conn_t *) = c->wait_fn;
+            s_wait_unlink(self, c);
+            fn(c);
+        } else if (self->act_head) {
+            s_active_t *a = self->act_head;
+            self->act_head = a->next;
+            if (!self->act_head)
+                self->act_tail = NULL;
+            s_send_active(self, a->user_id, a->device_id, a->active);
+            free(a);
+        } else {
+            return;
+        }
+    }
+}
+
+/* Sends op for conn (its turn has come); the reply comes to fn. */
+static bool s_call(notify_conn_t *c, const char *op, msgpack_sbuffer *body, upstream_fn *fn)
+{
+    gw_t *gw = c->owner->gw;
+    c->call = upstream_call(gw->upstream, "db", body->data, body->size,
+                            gw->cfg.internal_deadline_ms, fn, c);
+    if (!c->call) {
+        slog_debug("notify: %s not sent (no broker)", op);
+        s_close(c, S_CLOSE_TRY_AGAIN, "no broker is reachable; reconnect");
+        return false;
+    }
+    c->owner->inflight++;
+    return true;
+}
+
+/* The reply to c's db op came (or it was cancelled): a turn is free. */
+static void s_call_done(notify_conn_t *c)
+{
+    c->call = NULL;
+    c->owner->inflight--;
+    s_pump(c->owner);
+}
+
+/* An answer that is not the one asked for: close, and let the client reconnect. */
+static void s_close_for(notify_conn_t *c, int status)
+{
+    if (status == 503 || status == 504)
+        s_close(c, S_CLOSE_TRY_AGAIN, "the database is busy; reconnect");
+    else if (status == 401)
+        s_close(c, S_CLOSE_REVOKED, "device revoked");
+    else
+        s_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "the database did not answer; reconnect");
+}
+
+/* {"type":"clipboard.item","item":item} */
+static s_msg_t *s_item_msg(const msgpack_object *item)
+{
+    json_t *j = render_json(item, NULL);
+    if (!j)
+        return NULL;
+    json_t *o = json_pack("{s:s,s:o}", "type", "clipboard.item", "item", j);
+    size_t len = 0;
+    char *text = render_dump(o, &len);
+    if (!text)
+        return NULL;
+    s_msg_t *m = s_msg_new(text, len, K_ITEM);
+    free(text);
+    mp_get_int(item, "seq", &m->seq);
+    mp_get_int(item, "source_device_id", &m->source_device);
+    return m;
+}
+
+/* Held messages go out now, less what the replay already covered and the
+   device's own items. */
+static void s_go_live(notify_conn_t *c)
+{
+    c->phase = P_LIVE;
+    s_msg_t *m;
+    while ((m = s_pop(&c->held))) {
+        if (m->kind == K_ITEM && (m->seq <= c->threshold || m->source_device == c->device_id)) {
+            free(m);
+            continue;
+        }
+        s_send(c, m);
+        if (c->phase == P_CLOSING)
+            break;
+    }
+    s_clear(&c->held);
+}
+
+static void s_next_page(notify_conn_t *c);
+
+static void s_on_page(void *arg, bool final, int status, const msgpack_object *body)
+{
+    notify_conn_t *c = arg;
+    if (!final)
+        return;
+    s_call_done(c);
+    const msgpack_object *data = mp_get(body, "data");
+    const msgpack_object *items = mp_get(data, "items");
+    if (status != 200 || !items || items->type != MSGPACK_OBJECT_ARRAY) {
+        s_close_for(c, status);
+        return;
+    }
+    for (uint32_t i = 0; i < items->via.array.size; i++) {
+        s_msg_t *m = s_item_msg(&items->via.array.ptr[i]);
+        if (!m)
+            continue;
+        if (m->seq > c->cursor)
+            c->cursor = m->seq;
+        s_send(c, m);
+        if (c->phase == P_CLOSING)
+            return;
+    }
+    int64_t next = 0;
+    if (mp_get_int(data, "next_after", &next) && next > c->cursor)
+        c->cursor = next;
+    if (items->via.array.size < S_PAGE) {
+        if (c->cursor > c->threshold)
+            c->threshold = c->cursor;
+        s_go_live(c);
+        return;
+    }
+    if (c->out.count <= S_LOW_WATER)
+        s_next_page(c);
+}
+
+static void s_page_send(notify_conn_t *c)
+{
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    validate_pack_head(&pk, "clipboard.list", c->user->user_id, c->device_id, NULL, true, NULL);
+    msgpack_pack_map(&pk, 2);
+    mp_pack_kv_int(&pk, "after", c->cursor);
+    mp_pack_kv_int(&pk, "limit", S_PAGE);
+    s_call(c, "clipboard.list", &buf, s_on_page);
+    msgpack_sbuffer_destroy(&buf);
+}
+
+static void s_next_page(notify_conn_t *c)
+{
+    if (!c->call && !c->wait_fn)
+        s_run(c, s_page_send);
+}
+
+static void s_on_latest(void *arg, bool final, int status, const msgpack_object *body)
+{
+    notify_conn_t *c = arg;
+    if (!final)
+        return;
+    s_call_done(c);
+    int64_t latest = 0;
+    if (status == 200) {
+        if (!mp_get_int(mp_get(body, "data"), "seq", &latest)) {
+            s_close_for(c, 500);
+            return;
+        }
+    } else if (status != 404) {
+        s_close_for(c, status);
+        return;
+    }
+    char text[160];
+    int n = snprintf(text, sizeof text,
+                     "{\"type\":\"hello\",\"user_id\":\"%" PRId64 "\",\"device_id\":\"%" PRId64
+                     "\",\"seq\":%" PRId64 "}",
+                     c->user->user_id, c->device_id, latest);
+    /* the hello goes before any pong already queued */
+    s_msg_t *m = s_msg_new(text, (size_t)n, K_CONTROL);
+    m->next = c->out.head;
+    c->out.head = m;
+    if (!c->out.tail)
+        c->out.tail = m;
+    c->out.count++;
+    c->hello_queued = true;
+    lws_callback_on_writable(c->wsi);
+    c->threshold = latest;
+    if (c->after < 0) {
+        s_go_live(c);
+        return;
+    }
+    if (c->after > c->threshold)
+        c->threshold = c->after;
+    c->cursor = c->after;
+    c->phase = P_REPLAY;
+    s_next_page(c);
+}
+
+static void s_hello_send(notify_conn_t *c)
+{
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    validate_pack_head(&pk, "clipboard.latest", c->user->user_id, c->device_id, NULL, true, NULL);
+    msgpack_pack_map(&pk, 0);
+    s_call(c, "clipboard.latest", &buf, s_on_latest);
+    msgpack_sbuffer_destroy(&buf);
+}
+
+static void s_hello(notify_conn_t *c)
+{
+    c->phase = P_HELLO;
+    s_run(c, s_hello_send);
+}
+
+/* ---- settling --------------------------------------------------------------------- */
+
+static void s_settle_remove(notify_t *self, notify_conn_t *c)
+{
+    for (notify_conn_t **p = &self->settling; *p; p = &(*p)->settle_next) {
+        if (*p == c) {
+            *p = c->settle_next;
+            c->settle_next = NULL;
+            return;
+        }
+    }
+}
+
+static void s_settle_tick(uv_timer_t *timer)
+{
+    notify_t *self = timer->data;
+    int64_t now = clock_now_ms();
+    for (notify_conn_t **p = &self->settling; *p;) {
+        notify_conn_t *c = *p;
+        if (events_ready_at(self->gw->events, c->user->user_id) <= now) {
+            *p = c->settle_next;
+            c->settle_next = NULL;
+            s_hello(c);
+        } else {
+            p = &c->settle_next;
+        }
+    }
+    if (!self->settling) {
+        uv_timer_stop(&self->timer);
+        self->timer_running = false;
+    }
+}
+
+/* ---- libwebsockets events ------------------------------------------------------------ */
+
+/* An answer to a refused upgrade, written raw: libwebsockets' own would say HTTP/1.0. */
+static int s_refuse(gw_t *gw, struct lws *wsi, int status, const char *code, const char *message)
+{
+    char rid[VALIDATE_REQUEST_ID_MAX + 1];
+    int n = lws_hdr_custom_copy(wsi, rid, sizeof rid, "x-request-id:", 13);
+    if (n <= 0 || !validate_request_id(rid, (size_t)n))
+        http_new_request_id(gw, rid);
+    unsigned char buf[LWS_PRE + 1024];
+    size_t len = http_format_error((char *)buf + LWS_PRE, sizeof buf - LWS_PRE, status, code,
+                                   message, rid, status == 503 ? gw->cfg.retry_after_s : 0);
+    lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_RAW);
+    char name[32];
+    snprintf(name, sizeof name, "ws_refused_%d", status);
+    metrics_count(gw->metrics, name);
+    return -1;
+}
+
+static void s_ignore_auth(void *arg, const auth_answer_t *a)
+{
+    (void)arg;
+    (void)a;
+}
+
+int notify_on_confirm(gw_t *gw, struct lws *wsi)
+{
+    char path[64];
+    if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0 ||
+        (strcmp(path, "/v1/sync/notify") != 0 && strcmp(path, "/sync/notify") != 0))
+        return s_refuse(gw, wsi, 404, "not_found", "no WebSocket endpoint here");
+    preauth_t pa;
+    int fd = (int)lws_get_socket_fd(wsi);
+    if (listener_peek_preauth(gw->listener, fd, &pa))
+        return 0;
+    /* Not the first request of its connection (the listener only sees that one):
+       the token must be known here already, since we cannot wait for it now. */
+    char args_buf[2048];
+    const char *args[S_ARGS_MAX];
+    size_t nargs = 0, used = 0;
+    for (int i = 0; nargs < S_ARGS_MAX && used < sizeof args_buf; i++) {
+        int n = lws_hdr_copy_fragment(wsi, args_buf + used, (int)(sizeof args_buf - used),
+                                      WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (n < 0)
+            break;
+        args[nargs++] = args_buf + used;
+        used += (size_t)n + 1;
+    }
+    const char *token = NULL;
+    size_t token_len = 0;
+    gw_err_t err;
+    if (validate_notify_query(args, nargs, &token, &token_len, &pa.after, &err) != 0)
+        return s_refuse(gw, wsi, err.status, err.code, err.message);
+    char auth[VALIDATE_TOKEN_MAX + 64];
+    if (lws_hdr_copy(wsi, auth, sizeof auth, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 &&
+        !validate_bearer(auth, &token, &token_len))
+        return s_refuse(gw, wsi, 401, "unauthorized", "the Authorization header is not valid");
+    if (!token || !validate_token(token, token_len))
+        return s_refuse(gw, wsi, 401, "unauthorized", "a valid token is needed");
+    auth_result_t r = auth_cache_lookup(gw->auth, token, token_len, &pa.user_id, &pa.device_id);
+    if (r == AUTH_OK) {
+        pa.expires_ms = clock_now_ms() + 10000;
+        listener_put_preauth(gw->listener, fd, &pa);
+        return 0;
+    }
+    if (r == AUTH_DENIED)
+        return s_refuse(gw, wsi, 401, "unauthorized", "the token is unknown or was revoked");
+    /* ask now, so that the client's retry finds the answer cached */
+    auth_wait_t *w = auth_cache_verify(gw->auth, token, token_len, s_ignore_auth, NULL);
+    (void)w; /* it completes on its own; nothing waits on it */
+    return s_refuse(gw, wsi, 503, "unavailable",
+                    "open the WebSocket on a new connection, or retry shortly");
+}
+
+int notify_on_open(gw_t *gw, struct lws *wsi, notify_conn_t **conn_p)
+{
+    notify_t *self = gw->notify;
+    preauth_t pa;
+    if (!listener_take_preauth(gw->listener, (int)lws_get_socket_fd(wsi), &pa)) {
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION,
+                         (unsigned char *)"not authenticated", 17);
+        return -1;
+    }
+    notify_conn_t *c = calloc(1, sizeof *c);
+    c->owner = self;
+    c->wsi = wsi;
+    c->device_id = pa.device_id;
+    c->after = pa.after;
+    c->phase = P_SETTLING;
+    char key[24];
+    snprintf(key, sizeof key, "%" PRId64, pa.user_id);
+    s_user_t *u = zhashx_lookup(self->users, key);
+    if (!u) {
+        u = calloc(1, sizeof *u);
+        u->user_id = pa.user_id;
+        zhashx_insert(self->users, key, u);
+        events_subscribe(gw->events, pa.user_id);
+    }
+    c->user = u;
+    c->next = u->conns;
+    if (u->conns)
+        u->conns->prev = c;
+    u->conns = c;
+    u->count++;
+    self->count++;
+    *conn_p = c;
+    s_set_active(self, pa.user_id, pa.device_id, true);
+    if (events_ready_at(gw->events, pa.user_id) <= clock_now_ms()) {
+        s_hello(c);
+    } else {
+        c->settle_next = self->settling;
+        self->settling = c;
+        if (!self->timer_running) {
+            uv_timer_start(&self->timer, s_settle_tick, S_SETTLE_TICK_MS, S_SETTLE_TICK_MS);
+            self->timer_running = true;
+        }
+    }
+    return 0;
+}
+
+/* One whole client message. */
+static void s_on_message(notify_conn_t *c, const uint8_t *data, size_t len, bool binary)
+{
+    if (binary) {
+        s_send_error(c, "bad_request", "messages are JSON text frames");
+        return;
+    }
+    json_error_t jerr;
+    json_t *msg = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *type = msg ? json_object_get(msg, "type") : NULL;
+    if (!msg) {
+        char message[200];
+        snprintf(message, sizeof message, "malformed JSON: %s", jerr.text);
+        s_send_error(c, "bad_request", message);
+    } else if (!json_is_object(msg) || !json_is_string(type)) {
+        s_send_error(c, "bad_request", "a message is a JSON object with a string \"type\"");
+    } else if (strcmp(json_string_value(type), "ping") == 0) {
+        s_send_text(c, "{\"type\":\"pong\"}", 15);
+    } else {
+        s_send_error(c, "bad_request", "unknown message type; the only one is \"ping\"");
+    }
+    json_decref(msg);
+}
+
+int notify_on_receive(notify_conn_t *c, const void *data, size_t len)
+{
+    if (!c || c->phase == P_CLOSING)
+        return 0;
+    struct lws *wsi = c->wsi;
+    size_t max = c->owner->gw->cfg.max_ws_message_bytes;
+    size_t total = c->rx_len + len + lws_remaining_packet_payload(wsi);
+    if (total > max) {
+        free(c->rx);
+        c->rx = NULL;
+        c->rx_len = 0;
+        metrics_count(c->owner->gw->metrics, "ws_close_1009");
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                         (unsigned char *)"message too large", 17);
+        return -1;
+    }
+    bool last = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
+    if (last && c->rx_len == 0) { /* the common case: one frame, one chunk */
+        s_on_message(c, data, len, lws_frame_is_binary(wsi));
+        return 0;
+    }
+    uint8_t *grown = realloc(c->rx, c->rx_len + len + 1);
+    if (!grown)
+        return -1;
+    c->rx = grown;
+    memcpy(c->rx + c->rx_len, data, len);
+    c->rx_len += len;
+    if (last) {
+        s_on_message(c, c->rx, c->rx_len, lws_frame_is_binary(wsi));
+        free(c->rx);
+        c->rx = NULL;
+        c->rx_len = 0;
+    }
+    return 0;
+}
+
+int notify_on_writeable(notify_conn_t *c)
+{
+    if (!c)
+        return 0;
+    if (c->phase == P_CLOSING) {
+        /* The close frame is written here, then the socket closed. Not
+           lws_close_reason() + return -1: libwebsockets 4.1 built with _DEBUG closes a
+           second time right after a writeable callback returns -1 under libuv, which
+           kills the socket before its own close frame goes out. */
+        unsigned char buf[LWS_PRE + 2 + 123];
+        size_t rlen = strlen(c->close_reason);
+        if (rlen > 123)
+            rlen = 123;
+        buf[LWS_PRE] = (unsigned char)(c->close_code >> 8);
+        buf[LWS_PRE + 1] = (unsigned char)(c->close_code & 0xff);
+        memcpy(buf + LWS_PRE + 2, c->close_reason, rlen);
+        lws_write(c->wsi, buf + LWS_PRE, 2 + rlen, (enum lws_write_protocol)S_WRITE_CLOSE);
+        return -1;
+    }
+    if (!c->hello_queued)
+        return 0;
+    s_msg_t *m = s_pop(&c->out);
+    if (m) {
+        int n = lws_write(c->wsi, m->data + LWS_PRE, m->len, LWS_WRITE_TEXT);
+        free(m);
+        if (n < 0)
+            return -1;
+    }
+    if (c->out.head)
+        lws_callback_on_writable(c->wsi);
+    if (c->phase == P_REPLAY && c->out.count <= S_LOW_WATER)
+        s_next_page(c);
+    return 0;
+}
+
+void notify_on_closed(notify_conn_t **conn_p)
+{
+    notify_conn_t *c = *conn_p;
+    if (!c)
+        return;
+    *conn_p = NULL;
+    notify_t *self = c->owner;
+    gw_t *gw = self->gw;
+    if (c->call) {
+        upstream_cancel(gw->upstream, &c->call, false);
+        self->inflight--;
+    }
+    s_wait_unlink(self, c);
+    s_settle_remove(self, c);
+    s_user_t *u = c->user;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        u->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    u->count--;
+    self->count--;
+    bool device_still_open = false;
+    for (notify_conn_t *o = u->conns; o; o = o->next)
+        if (o->device_id == c->device_id)
+            device_still_open = true;
+    if (!device_still_open && c->close_code != S_CLOSE_REVOKED)
+        s_set_active(self, u->user_id, c->device_id, false);
+    if (u->count == 0) {
+        int64_t user_id = u->user_id;
+        char key[24];
+        snprintf(key, sizeof key, "%" PRId64, user_id);
+        zhashx_delete(self->users, key); /* frees u */
+        events_unsubscribe(gw->events, user_id);
+    }
+    s_clear(&c->out);
+    s_clear(&c->held);
+    free(c->rx);
+    free(c);
+    s_pump(self);
+}
+
+/* ---- events -------------------------------------------------------------------------- */
+
+void notify_user_event(notify_t *self, int64_t user_id, const msgpack_object *event)
+{
+    char key[24];
+    snprintf(key, sizeof key, "%" PRId64, user_id);
+    s_user_t *u = zhashx_lookup(self->users, key);
+    if (!u)
+        return;
+    const msgpack_object *type = mp_get(event, "type");
+    s_msg_t *proto = NULL;
+    if (mp_str_eq(type, "clipboard.item")) {
+        const msgpack_object *item = mp_get(event, "item");
+        if (!item || item->type != MSGPACK_OBJECT_MAP || !(proto = s_item_msg(item))) {
+            slog_warn("notify: clipboard.item event without a usable item");
+            return;
+        }
+        int64_t source;
+        if (mp_get_int(event, "source_device_id", &source))
+            proto->source_device = source;
+    } else if (mp_str_eq(type, "clipboard.deleted")) {
+        int64_t id;
+        if (!mp_get_int(event, "id", &id)) {
+            slog_warn("notify: clipboard.deleted event without an id");
+            return;
+        }
+        char text[96];
+        int n = snprintf(text, sizeof text,
+                         "{\"type\":\"clipboard.deleted\",\"id\":\"%" PRId64 "\"}", id);
+        proto = s_msg_new(text, (size_t)n, K_DELETED);
+    } else {
+        return; /* device.revoked is handled by the gateway; others are not for sockets */
+    }
+    for (notify_conn_t *c = u->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->phase == P_CLOSING)
+            continue;
+        if (c->phase == P_LIVE && proto->kind == K_ITEM &&
+            (proto->seq <= c->threshold || proto->source_device == c->device_id))
+            continue;
+        s_msg_t *m = s_msg_new((const char *)proto->data + LWS_PRE, proto->len, proto->kind);
+        m->seq = proto->seq;
+        m->source_device = proto->source_device;
+        if (c->phase == P_LIVE) {
+            s_send(c, m);
+        } else if (c->held.count >= self->gw->cfg.ws_queue_max) {
+            free(m);
+            s_close(c, S_CLOSE_TRY_AGAIN, "too many events during replay; reconnect");
+        } else {
+            s_push(&c->held, m);
+        }
+    }
+    free(proto);
+}
+
+void notify_device_revoked(notify_t *self, int64_t user_id, int64_t device_id)
+{
+    char key[24];
+    snprintf(key, sizeof key, "%" PRId64, user_id);
+    s_user_t *u = zhashx_lookup(self->users, key);
+    if (!u)
+        return;
+    for (notify_conn_t *c = u->conns; c; c = c->next)
+        if (c->device_id == device_id)
+            s_close(c, S_CLOSE_REVOKED, "device revoked");
+}
+
+void notify_shutdown(notify_t *self)
+{
+    for (s_user_t *u = zhashx_first(self->users); u; u = zhashx_next(self->users))
+        for (notify_conn_t *c = u->conns; c; c = c->next)
+            s_close(c, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down");
+}

@@ -1,0 +1,138 @@
+/*  server.c - libwebsockets context, vhost and protocol callback. See server.h. */
+#include "server.h"
+#include "http.h"
+#include "notify.h"
+#include "slog.h"
+
+#include <libwebsockets.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                      size_t len)
+{
+    struct lws_context *cx = lws_get_context(wsi);
+    gw_t *gw = cx ? lws_context_user(cx) : NULL;
+    session_t *ss = user;
+    if (!gw)
+        return 0;
+    switch (reason) {
+    case LWS_CALLBACK_WSI_CREATE:
+        gw->connections++;
+        return 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (gw->connections)
+            gw->connections--;
+        return 0;
+    case LWS_CALLBACK_HTTP:
+        return ss ? http_on_request(gw, wsi, &ss->req, (const char *)in) : -1;
+    case LWS_CALLBACK_HTTP_BODY:
+        return ss ? http_on_body(ss->req, in, len) : 0;
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        return ss ? http_on_body_done(ss->req) : 0;
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        return ss ? http_on_writeable(&ss->req) : 0;
+    case LWS_CALLBACK_CLOSED_HTTP:
+        if (ss)
+            http_on_closed(&ss->req);
+        return 0;
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        if (!in || strcmp((const char *)in, "websocket") != 0)
+            return -1; /* h2c and other upgrades are not offered */
+        return notify_on_confirm(gw, wsi);
+    case LWS_CALLBACK_ESTABLISHED:
+        return ss ? notify_on_open(gw, wsi, &ss->conn) : -1;
+    case LWS_CALLBACK_RECEIVE:
+        return ss ? notify_on_receive(ss->conn, in, len) : -1;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return ss ? notify_on_writeable(ss->conn) : 0;
+    case LWS_CALLBACK_CLOSED:
+        if (ss)
+            notify_on_closed(&ss->conn);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* libwebsockets' notices are noise at info level; its errors are ours to see */
+static void s_lws_log(int level, const char *line)
+{
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
+    if (level & LLL_ERR)
+        slog_warn("libwebsockets: %.*s", (int)n, line);
+    else
+        slog_debug("libwebsockets: %.*s", (int)n, line);
+}
+
+static const struct lws_protocols s_protocols[] = {
+    /* one protocol for HTTP and the WebSocket: a client that names none gets it */
+    {"sluice", s_callback, sizeof(session_t), 4096, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+int server_start(gw_t *gw)
+{
+    lws_set_log_level(LLL_ERR | (slog_enabled(SLOG_DEBUG) ? LLL_WARN | LLL_NOTICE : 0) |
+                          (getenv("SLUICE_LWS_TRACE") ? LLL_INFO | LLL_DEBUG : 0),
+                      s_lws_log);
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    void *foreign[1] = {gw->loop};
+    static const lws_retry_bo_t idle = {0};
+    lws_retry_bo_t *policy = calloc(1, sizeof *policy);
+    *policy = idle;
+    if (gw->cfg.ws_ping_s > 0) {
+        policy->secs_since_valid_ping = (uint16_t)gw->cfg.ws_ping_s;
+        policy->secs_since_valid_hangup = (uint16_t)(gw->cfg.ws_ping_s * 2 + 10);
+    }
+    gw->lws_policy = policy;
+    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    info.foreign_loops = foreign;
+    info.user = gw;
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* listener.c accepts */
+    info.protocols = s_protocols;
+    size_t header = gw->cfg.max_header_bytes;
+    info.max_http_header_data = (unsigned short)(header > 65535 ? 65535 : header);
+    info.max_http_header_pool = 4096; /* requests waiting on a worker each keep one */
+    info.keepalive_timeout = gw->cfg.keepalive_s;
+    info.timeout_secs = 10;
+    info.timeout_secs_ah_idle = 70;
+    info.retry_and_idle_policy = gw->cfg.ws_ping_s > 0 ? policy : NULL;
+    info.vhost_name = "sluice";
+    gw->lws = lws_create_context(&info);
+    if (!gw->lws) {
+        slog_error("server: libwebsockets context could not be created");
+        return -1;
+    }
+    gw->vhost = lws_create_vhost(gw->lws, &info);
+    if (!gw->vhost) {
+        slog_error("server: libwebsockets vhost could not be created");
+        lws_context_destroy(gw->lws);
+        gw->lws = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+void server_stop(gw_t *gw)
+{
+    if (gw->lws) {
+        lws_context_destroy(gw->lws);
+        gw->lws_dying = gw->lws;
+        gw->lws = NULL;
+        gw->vhost = NULL;
+    }
+}
+
+/* With a foreign libuv loop, the first destroy only closes libwebsockets' handles;
+   once the loop has run them down, a second call frees the context. */
+void server_finish(gw_t *gw)
+{
+    if (gw->lws_dying) {
+        lws_context_destroy(gw->lws_dying);
+        gw->lws_dying = NULL;
+    }
+}

@@ -1,0 +1,325 @@
+/*  Unit tests of the gateway's pure modules: routes, validation (JSON -> SMP body),
+    rendering (MessagePack -> JSON, ids as strings), the request-head parser and the
+    Prometheus text. */
+#include "../unit/check.h"
+#include "http_head.h"
+#include "metrics.h"
+#include "mp.h"
+#include "render.h"
+#include "routes.h"
+#include "validate.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void test_routes(void)
+{
+    const route_t *r = NULL;
+    char param[ROUTE_PARAM_MAX], allow[64];
+    CHECK(routes_match("POST", "/v1/clipboard", &r, param, allow, sizeof allow) == 0);
+    CHECK(r && r->id == ROUTE_CLIP_CREATE && r->write && r->auth);
+    CHECK(routes_match("DELETE", "/v1/devices/42", &r, param, allow, sizeof allow) == 0);
+    CHECK(r->id == ROUTE_DEVICE_DELETE && strcmp(param, "42") == 0);
+    CHECK(routes_match("GET", "/v1/chat/conversations/7/messages", &r, param, allow,
+                       sizeof allow) == 0);
+    CHECK(r->id == ROUTE_MSG_LIST && strcmp(param, "7") == 0);
+    CHECK(routes_match("GET", "/v1/clipboard/latest", &r, param, allow, sizeof allow) == 0);
+    CHECK(r->id == ROUTE_CLIP_LATEST);
+    CHECK(routes_match("PUT", "/v1/clipboard", &r, param, allow, sizeof allow) == 405);
+    CHECK(strcmp(allow, "POST, GET") == 0);
+    CHECK(routes_match("GET", "/v1/devices/", &r, param, allow, sizeof allow) == 404);
+    CHECK(routes_match("GET", "/v1/nothing", &r, param, allow, sizeof allow) == 404);
+    CHECK(routes_match("GET", "/sync/notify", &r, param, allow, sizeof allow) == 0);
+    CHECK(r->id == ROUTE_NOTIFY);
+    /* a long segment is cut, and then refused by validation as too long */
+    char path[200] = "/v1/clipboard/";
+    memset(path + 14, '1', 150);
+    path[164] = 0;
+    CHECK(routes_match("DELETE", path, &r, param, allow, sizeof allow) == 0);
+    CHECK(strlen(param) == ROUTE_PARAM_MAX - 1);
+
+    uint32_t d[ROUTE_COUNT];
+    for (size_t i = 0; i < ROUTE_COUNT; i++)
+        d[i] = 5000;
+    char err[200];
+    CHECK(routes_parse_deadlines("clipboard.create=3000,chat.generate=60000", d, err, sizeof err) ==
+          0);
+    CHECK(d[ROUTE_CLIP_CREATE] == 3000 && d[ROUTE_MSG_CREATE] == 60000 &&
+          d[ROUTE_CLIP_LIST] == 5000);
+    CHECK(routes_parse_deadlines("nope=1", d, err, sizeof err) == -1);
+    CHECK(routes_parse_deadlines("clipboard.create=0", d, err, sizeof err) == -1);
+    CHECK(routes_parse_deadlines("clipboard.create", d, err, sizeof err) == -1);
+    CHECK(routes_parse_deadlines("", d, err, sizeof err) == 0);
+}
+
+static void test_ids(void)
+{
+    int64_t v;
+    CHECK(validate_id("0", 1, &v) && v == 0);
+    CHECK(validate_id("9223372036854775807", 19, &v) && v == INT64_MAX);
+    CHECK(!validate_id("9223372036854775808", 19, &v));
+    CHECK(!validate_id("99999999999999999999", 20, &v));
+    CHECK(!validate_id("-1", 2, &v));
+    CHECK(!validate_id("", 0, &v));
+    CHECK(!validate_id("1a", 2, &v));
+    CHECK(!validate_id(" 1", 2, &v));
+    CHECK(validate_idem_key("abc def", 7));
+    CHECK(!validate_idem_key("tab\t", 4));
+    char long_key[130];
+    memset(long_key, 'k', sizeof long_key);
+    CHECK(validate_idem_key(long_key, 128) && !validate_idem_key(long_key, 129));
+    const char *t;
+    size_t len;
+    CHECK(validate_bearer("Bearer abc_-.~+/=", &t, &len) && len == 10);
+    CHECK(validate_bearer("bearer   xyz  ", &t, &len) && len == 3 && strncmp(t, "xyz", 3) == 0);
+    CHECK(!validate_bearer("Basic abc", &t, &len));
+    CHECK(!validate_bearer("Bearer ", &t, &len));
+    CHECK(!validate_bearer("Bearer a b", &t, &len));
+    CHECK(validate_request_id("abc-123", 7) && !validate_request_id("a b", 3));
+}
+
+/* Runs validate_request on a JSON body for route and returns the error status (0 on
+   success, with the unpacked body in *obj via zone). */
+static int s_validate(route_id_t route, const char *param, const char *body,
+                      const char *const *args, size_t nargs, const char *idem, msgpack_zone *zone,
+                      msgpack_object *obj, gw_err_t *err)
+{
+    validate_in_t in = {
+        .route = routes_get(route),
+        .param = param ? param : "",
+        .args = args,
+        .nargs = nargs,
+        .body = (const uint8_t *)body,
+        .body_len = body ? strlen(body) : 0,
+        .idem = idem,
+        .trace = "t1",
+        .authed = true,
+        .user_id = 5,
+        .device_id = 6,
+        .max_item_bytes = 10,
+    };
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    int rc = validate_request(&in, &buf, err);
+    if (rc == 0) {
+        size_t off = 0;
+        /* unpacked strings point into the bytes: keep a copy in the zone */
+        char *copy = msgpack_zone_malloc(zone, buf.size);
+        memcpy(copy, buf.data, buf.size);
+        CHECK(msgpack_unpack(copy, buf.size, &off, zone, obj) == MSGPACK_UNPACK_SUCCESS);
+    }
+    msgpack_sbuffer_destroy(&buf);
+    return rc == 0 ? 0 : err->status;
+}
+
+static void test_validate(void)
+{
+    msgpack_zone zone;
+    msgpack_zone_init(&zone, 4096);
+    msgpack_object o;
+    gw_err_t err;
+    int64_t n;
+    const char *s;
+    size_t len;
+    bool b;
+
+    CHECK(s_validate(ROUTE_CLIP_CREATE, NULL, "{\"content\":\"hi\"}", NULL, 0, NULL, &zone, &o,
+                     &err) == 0);
+    CHECK(mp_get_str(&o, "op", &s, &len) && len == 16 && !memcmp(s, "clipboard.create", 16));
+    const msgpack_object *args = mp_get(&o, "args");
+    CHECK(mp_get_str(args, "content_type", &s, &len) && len == 10);
+    CHECK(mp_get_int(mp_get(&o, "auth"), "user_id", &n) && n == 5);
+    CHECK(mp_get_bool(&o, "idempotent", &b) && !b);
+    CHECK(mp_get_str(&o, "trace", &s, &len) && len == 2);
+
+    CHECK(s_validate(ROUTE_CLIP_CREATE, NULL, "{\"content\":\"hi\"}", NULL, 0, "key-1", &zone, &o,
+                     &err) == 0);
+    CHECK(mp_get_bool(&o, "idempotent", &b) && b);
+    CHECK(mp_get_str(&o, "idem", &s, &len) && len == 5);
+
+    CHECK(s_validate(ROUTE_CLIP_CREATE, NULL, "{\"content\":\"12345678901\"}", NULL, 0, NULL, &zone,
+                     &o, &err) == 413);
+    CHECK(s_validate(ROUTE_CLIP_CREATE, NULL, "{\"content\":1}", NULL, 0, NULL, &zone, &o, &err) ==
+          400);
+    CHECK(strstr(err.message, "must be a string") != NULL);
+    CHECK(s_validate(ROUTE_CLIP_CREATE, NULL, "{\"content\":\"a\",\"x\":1}", NULL, 0, NULL, &zone,
+                     &o, &err) == 400);
+    CHECK(strstr(err.message, "unknown field") != NULL);
+    CHECK(s_validate(ROUTE_CLIP_CREATE, NULL, "{", NULL, 0, NULL, &zone, &o, &err) == 400);
+    CHECK(strstr(err.message, "malformed JSON") != NULL);
+    CHECK(s_validate(ROUTE_CLIP_CREATE, NULL, "[]", NULL, 0, NULL, &zone, &o, &err) == 400);
+    CHECK(s_validate(ROUTE_CLIP_CREATE, NULL, "{\"content\":\"\xff\"}", NULL, 0, NULL, &zone, &o,
+                     &err) == 400);
+    CHECK(s_validate(ROUTE_CLIP_CREATE, NULL, "{\"content\":\"a\",\"content\":\"b\"}", NULL, 0,
+                     NULL, &zone, &o, &err) == 400);
+    CHECK(s_validate(ROUTE_CLIP_CREATE, NULL, "{\"content\":\"a\"}", NULL, 0, "bad\x01", &zone, &o,
+                     &err) == 400);
+
+    CHECK(s_validate(ROUTE_USERS_CREATE, NULL, "{\"username\":\"ann\",\"password\":\"12345678\"}",
+                     NULL, 0, NULL, &zone, &o, &err) == 0);
+    CHECK(mp_get(&o, "auth") == NULL);
+    CHECK(s_validate(ROUTE_USERS_CREATE, NULL, "{\"username\":\"a n\",\"password\":\"12345678\"}",
+                     NULL, 0, NULL, &zone, &o, &err) == 400);
+    /* lengths count characters: 8 two-byte characters are a valid password */
+    CHECK(s_validate(ROUTE_USERS_CREATE, NULL,
+                     "{\"username\":\"ann\",\"password\":\"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                     "\xc3\xa9\xc3\xa9\xc3\xa9\"}",
+                     NULL, 0, NULL, &zone, &o, &err) == 0);
+
+    const char *q1[] = {"after=10", "limit=5", "other=x"};
+    CHECK(s_validate(ROUTE_CLIP_LIST, NULL, NULL, q1, 3, NULL, &zone, &o, &err) == 0);
+    args = mp_get(&o, "args");
+    CHECK(mp_get_int(args, "after", &n) && n == 10);
+    CHECK(mp_get_int(args, "limit", &n) && n == 5);
+    CHECK(mp_get_bool(&o, "idempotent", &b) && b);
+    const char *q2[] = {"after=-1"};
+    CHECK(s_validate(ROUTE_CLIP_LIST, NULL, NULL, q2, 1, NULL, &zone, &o, &err) == 400);
+    const char *q3[] = {"limit=501"};
+    CHECK(s_validate(ROUTE_CLIP_LIST, NULL, NULL, q3, 1, NULL, &zone, &o, &err) == 400);
+    const char *q4[] = {"after=1", "after=2"};
+    CHECK(s_validate(ROUTE_CLIP_LIST, NULL, NULL, q4, 2, NULL, &zone, &o, &err) == 400);
+    const char *q5[] = {"after"};
+    CHECK(s_validate(ROUTE_CLIP_LIST, NULL, NULL, q5, 1, NULL, &zone, &o, &err) == 400);
+
+    CHECK(s_validate(ROUTE_DEVICE_DELETE, "12", NULL, NULL, 0, NULL, &zone, &o, &err) == 0);
+    CHECK(mp_get_int(mp_get(&o, "args"), "device_id", &n) && n == 12);
+    CHECK(s_validate(ROUTE_DEVICE_DELETE, "x", NULL, NULL, 0, NULL, &zone, &o, &err) == 400);
+    CHECK(s_validate(ROUTE_CONV_CREATE, NULL, NULL, NULL, 0, NULL, &zone, &o, &err) == 0);
+    CHECK(s_validate(ROUTE_CONV_CREATE, NULL, "{\"title\":null}", NULL, 0, NULL, &zone, &o, &err) ==
+          0);
+    CHECK(s_validate(ROUTE_MSG_CREATE, "3", "{\"content\":\"hi\"}", NULL, 0, NULL, &zone, &o,
+                     &err) == 0);
+    CHECK(mp_get_bool(mp_get(&o, "args"), "stream", &b) && b);
+    CHECK(s_validate(ROUTE_MSG_CREATE, "3", "{\"content\":\"hi\",\"stream\":1}", NULL, 0, NULL,
+                     &zone, &o, &err) == 400);
+
+    int64_t after;
+    const char *token;
+    size_t token_len;
+    const char *q6[] = {"token=abc", "after=4"};
+    CHECK(validate_notify_query(q6, 2, &token, &token_len, &after, &err) == 0);
+    CHECK(token_len == 3 && after == 4);
+    const char *q7[] = {"after=x"};
+    CHECK(validate_notify_query(q7, 1, &token, &token_len, &after, &err) == -1);
+    CHECK(validate_notify_query(NULL, 0, &token, &token_len, &after, &err) == 0);
+    CHECK(token == NULL && after == -1);
+    msgpack_zone_destroy(&zone);
+}
+
+static void test_render(void)
+{
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 4);
+    mp_pack_kv_int(&pk, "id", 9007199254740993LL);
+    mp_pack_kv_int(&pk, "seq", 3);
+    mp_pack_kv_int(&pk, "source_device_id", 2);
+    mp_pack_cstr(&pk, "items");
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_map(&pk, 2);
+    mp_pack_kv_int(&pk, "id", 1);
+    mp_pack_kv_bool(&pk, "is_active", true);
+    msgpack_zone zone;
+    msgpack_zone_init(&zone, 1024);
+    msgpack_object o;
+    size_t off = 0;
+    msgpack_unpack(buf.data, buf.size, &off, &zone, &o);
+    size_t len = 0;
+    char *text = render_dump(render_json(&o, NULL), &len);
+    CHECK(text && strcmp(text, "{\"id\":\"9007199254740993\",\"seq\":3,\"source_device_id\":\"2\","
+                               "\"items\":[{\"id\":\"1\",\"is_active\":true}]}") == 0);
+    free(text);
+    /* an empty string (msgpack-c may give it a NULL pointer) is "" */
+    msgpack_sbuffer_clear(&buf);
+    msgpack_pack_map(&pk, 1);
+    mp_pack_cstr(&pk, "");
+    mp_pack_cstr(&pk, "");
+    off = 0;
+    msgpack_unpack(buf.data, buf.size, &off, &zone, &o);
+    text = render_dump(render_json(&o, NULL), &len);
+    CHECK(text && strcmp(text, "{\"\":\"\"}") == 0);
+    free(text);
+    /* invalid UTF-8 from a worker is not passed on */
+    msgpack_sbuffer_clear(&buf);
+    mp_pack_strn(&pk, "\xff", 1);
+    off = 0;
+    msgpack_unpack(buf.data, buf.size, &off, &zone, &o);
+    CHECK(render_json(&o, NULL) == NULL);
+    text = render_error("bad_request", "oops \"quoted\"", &len);
+    CHECK(text && strcmp(text, "{\"error\":{\"code\":\"bad_request\",\"message\":\"oops "
+                               "\\\"quoted\\\"\"}}") == 0);
+    free(text);
+    msgpack_zone_destroy(&zone);
+    msgpack_sbuffer_destroy(&buf);
+}
+
+static void test_head(void)
+{
+    http_head_t h;
+    const char *req = "GET /v1/sync/notify?token=a%2Bb&after=5 HTTP/1.1\r\n"
+                      "Host: x\r\nUpgrade: WebSocket\r\nAuthorization:  Bearer t \r\n"
+                      "X-Request-Id: r1\r\n\r\nextra";
+    CHECK(http_head_parse(req, strlen(req), &h) == HTTP_HEAD_OK);
+    CHECK(strcmp(h.method, "GET") == 0 && strcmp(h.path, "/v1/sync/notify") == 0);
+    CHECK(h.nargs == 2 && strcmp(h.args[0], "token=a+b") == 0 && strcmp(h.args[1], "after=5") == 0);
+    CHECK(h.upgrade_websocket && strcmp(h.authorization, "Bearer t") == 0);
+    CHECK(strcmp(h.request_id, "r1") == 0);
+    CHECK(h.head_len == strlen(req) - 5);
+    CHECK(http_head_parse(req, 30, &h) == HTTP_HEAD_INCOMPLETE);
+    const char *bad[] = {"GET\r\n\r\n",
+                         "GET / HTTP/2.0\r\n\r\n",
+                         "GET x HTTP/1.1\r\n\r\n",
+                         "GET / HTTP/1.1\r\nNoColon\r\n\r\n",
+                         " GET / HTTP/1.1\r\n\r\n",
+                         "GET / HTTP/1.1\r\n Folded: x\r\n\r\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK(http_head_parse(bad[i], strlen(bad[i]), &h) == HTTP_HEAD_MALFORMED);
+    const char *esc = "GET /a%zz HTTP/1.1\r\n\r\n";
+    CHECK(http_head_parse(esc, strlen(esc), &h) == HTTP_HEAD_TOO_BIG);
+    char dst[8];
+    CHECK(http_head_decode("a%41+", 5, dst, sizeof dst, true) == 3 && strcmp(dst, "aA ") == 0);
+    CHECK(http_head_decode("%00", 3, dst, sizeof dst, true) == -1);
+    CHECK(http_head_decode("%4", 2, dst, sizeof dst, true) == -1);
+    CHECK(http_head_decode("123456789", 9, dst, sizeof dst, true) == -1);
+}
+
+static void test_metrics(void)
+{
+    metrics_t *m = metrics_new();
+    metrics_request(m, ROUTE_CLIP_CREATE, 201, 1500);
+    metrics_request(m, ROUTE_CLIP_CREATE, 201, 20000000);
+    metrics_request(m, ROUTE_UNMATCHED, 404, 10);
+    metrics_request(m, ROUTE_CLIP_LIST, 299, 10);
+    metrics_count(m, "ws_close_1009");
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    metrics_gauges_t g = {.websockets = 3};
+    metrics_render(m, out, &g, NULL);
+    fclose(out);
+    CHECK(strstr(text, "sluice_gateway_http_requests_total{route=\"POST /v1/clipboard\","
+                       "status=\"201\"} 2\n") != NULL);
+    CHECK(strstr(text, "route=\"unmatched\",status=\"404\"} 1") != NULL);
+    CHECK(strstr(text, "status=\"other\"} 1") != NULL);
+    CHECK(strstr(text, "sluice_gateway_http_request_duration_seconds_bucket{route=\"POST "
+                       "/v1/clipboard\",le=\"0.0025\"} 1\n") != NULL);
+    CHECK(strstr(text, "le=\"+Inf\"} 2\n") != NULL);
+    CHECK(strstr(text, "sluice_gateway_open_websockets 3\n") != NULL);
+    CHECK(strstr(text, "reason=\"ws_close_1009\"} 1") != NULL);
+    free(text);
+    metrics_destroy(&m);
+    CHECK(m == NULL);
+}
+
+int main(void)
+{
+    test_routes();
+    test_ids();
+    test_validate();
+    test_render();
+    test_head();
+    test_metrics();
+    CHECK_DONE();
+}
