@@ -6,7 +6,7 @@ import socket
 import requests
 
 import procs
-from conftest import Gateway, raw_http
+from system import Gateway, raw_http
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 DIGITS = re.compile(r"^\d+$")

@@ -9,7 +9,7 @@ import time
 import requests
 import websockets
 
-from conftest import raw_http, run, ws_open, ws_recv
+from system import raw_http, run, ws_open, ws_recv
 
 
 def healthy(stack):

@@ -9,7 +9,7 @@ import pytest
 import requests
 import websockets
 
-from conftest import raw_http, run, ws_open, ws_quiet, ws_recv
+from system import raw_http, run, ws_open, ws_quiet, ws_recv
 
 
 def wait_for(predicate, timeout=10.0, what="condition"):
@@ -238,7 +238,7 @@ def test_revoke_closes_device_sockets_with_4001(stack):
 
 def test_revoke_through_another_gateway_reaches_this_one(stack):
     """The DELETE goes through a second gateway: the event closes the socket here."""
-    from conftest import Gateway
+    from system import Gateway
     laptop = stack.user()
     phone = stack.device(laptop)
     other = Gateway(stack)
@@ -283,7 +283,7 @@ def test_device_marked_active_while_connected(stack):
 def test_connection_burst_waits_its_turn(stack):
     """With one db op in flight allowed for all sockets, a burst of sockets still
     gets every hello and replay, in turn, and every device ends up active."""
-    from conftest import Gateway
+    from system import Gateway
     narrow = Gateway(stack, ws_db_max=1)
     ann = stack.user()
     devices = [stack.device(ann, "d%d" % i) for i in range(10)]
@@ -308,7 +308,7 @@ def test_connection_burst_waits_its_turn(stack):
 
 
 def test_sigterm_closes_sockets_1001_and_marks_inactive(stack):
-    from conftest import Gateway
+    from system import Gateway
     laptop = stack.user()
     phone = stack.device(laptop)
     gw = Gateway(stack)

@@ -9,7 +9,7 @@ import threading
 
 import requests
 
-from conftest import run, ws_open, ws_recv
+from system import run, ws_open, ws_recv
 
 
 def test_sockets_open_while_hundreds_of_requests_pass(stack):
