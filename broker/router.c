@@ -61,7 +61,9 @@ struct worker_t {
     uint32_t capacity;  /* credit total, from READY or the last CREDIT */
     uint32_t in_flight; /* requests it holds, answered or not */
     int64_t expiry;     /* monotonic ms: dead when silent until then */
-    bool draining;      /* sent or was sent DISCONNECT: gets no new requests */
+    bool draining;      /* sent or was sent DISCONNECT, or held: gets no new requests */
+    bool held;          /* drained by an operator (sys drain): stays registered when empty */
+    bool db_down;       /* its status says "db_up": false (a DB worker without MariaDB) */
     uint8_t *status;    /* last non-empty heartbeat body (MessagePack map) */
     size_t status_size;
 };
@@ -347,6 +349,24 @@ static void s_service_destroy(service_t **service_p)
     *service_p = NULL;
 }
 
+/*  Every live worker of the service reports that its database is unreachable
+    (heartbeat "db_up": false). A DB worker's credit is 0 then, so a queued request
+    could only wait for its deadline: it is answered 503 at once instead, which a
+    client can retry on (issue 7). One worker whose database is up is enough to
+    queue and route as usual. */
+static bool s_service_db_down(service_t *service)
+{
+    size_t down = 0;
+    for (worker_t *w = zlistx_first(service->workers); w; w = zlistx_next(service->workers)) {
+        if (w->draining)
+            continue;
+        if (!w->db_down)
+            return false;
+        down++;
+    }
+    return down > 0;
+}
+
 static worker_t *s_worker_with_credit(service_t *service)
 {
     for (worker_t *w = zlistx_first(service->workers); w; w = zlistx_next(service->workers))
@@ -444,6 +464,7 @@ static worker_t *s_worker_new(router_t *self, smp_bytes_t identity, service_t *s
 
 static void s_worker_set_draining(router_t *self, worker_t *worker)
 {
+    worker->held = false; /* a DISCONNECT ends an operator's drain: removed once empty */
     if (worker->draining)
         return;
     worker->draining = true;
@@ -524,7 +545,7 @@ static void s_client_request(router_t *self, smp_bytes_t identity, const smp_msg
         return;
     }
     if (smp_bytes_eq(m->service, SYS_SERVICE)) {
-        sys_answer(self, m->op, &self->buf);
+        sys_answer(self, m, &self->buf);
         smp_bytes_t body = {(const uint8_t *)self->buf.data, self->buf.size};
         s_send_client(self, identity, SMP_REPLY, m->request_id, body);
         return;
@@ -548,6 +569,12 @@ static void s_client_request(router_t *self, smp_bytes_t identity, const smp_msg
         return;
     }
     worker_t *worker = queue_size(service->queue) ? NULL : s_worker_with_credit(service);
+    if (!worker && s_service_db_down(service)) {
+        self->stats.unavailable++;
+        s_send_error(self, identity, m->request_id, 503, "unavailable",
+                     "the database is unavailable");
+        return;
+    }
     if (!worker && queue_size(service->queue) >= queue_max(service->queue)) {
         self->stats.unavailable++;
         s_send_error(self, identity, m->request_id, 503, "unavailable", "service queue is full");
@@ -694,7 +721,7 @@ static bool s_worker_reply(router_t *self, const smp_msg_t *m)
         s_answer(self, req, m->body);
     }
     service_t *service = worker->service;
-    if (worker->draining && worker->in_flight == 0)
+    if (worker->draining && !worker->held && worker->in_flight == 0)
         s_worker_delete(self, worker, "drained after DISCONNECT");
     else
         s_dispatch(self, service);
@@ -716,10 +743,17 @@ static bool s_worker_partial(router_t *self, const smp_msg_t *m)
     return true;
 }
 
-static void s_worker_heartbeat(worker_t *worker, const smp_msg_t *m)
+static void s_worker_heartbeat(router_t *self, worker_t *worker, const smp_msg_t *m)
 {
     if (m->body.size == 0)
         return;
+    bool up = true, was_down = worker->db_down;
+    worker->db_down = mp_get_bool(&m->body_obj, "db_up", &up) && !up;
+    if (worker->db_down && !was_down && s_service_db_down(worker->service)) {
+        request_t *req;
+        while ((req = queue_pop(worker->service->queue)))
+            s_answer_unavailable(self, req, "the database is unavailable");
+    }
     if (worker->status_size != m->body.size) {
         uint8_t *status = realloc(worker->status, m->body.size);
         if (!status)
@@ -782,7 +816,7 @@ void router_worker_message(router_t *self, smp_bytes_t identity, zmsg_t *msg)
     }
     switch (m.command) {
     case SMP_HEARTBEAT:
-        s_worker_heartbeat(worker, &m);
+        s_worker_heartbeat(self, worker, &m);
         break;
     case SMP_CREDIT:
         worker->capacity = m.credit;
@@ -1116,4 +1150,48 @@ size_t router_each_status(const router_t *self, router_status_fn *fn, void *arg)
         n++;
     }
     return n;
+}
+
+size_t router_each_worker(const router_t *self, router_worker_fn *fn, void *arg)
+{
+    size_t n = 0;
+    for (worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
+        router_worker_info_t info = {.worker = w->name,
+                                     .service = w->service->name,
+                                     .capacity = w->capacity,
+                                     .in_flight = w->in_flight,
+                                     .draining = w->draining,
+                                     .held = w->held,
+                                     .status = w->status,
+                                     .status_size = w->status_size};
+        if (fn)
+            fn(&info, arg);
+        n++;
+    }
+    return n;
+}
+
+/* ---------------------------------------------------------------- operator drain */
+
+/*  sys drain: the worker gets no new requests; it keeps what it holds, and stays
+    registered (its heartbeats keep it alive) with in_flight going to 0, when an
+    operator can stop it without losing anything. If it was its service's last live
+    worker, the queue is answered 503 like when the last worker leaves. A READY
+    from it (a restart, or a reconnect) registers it afresh, undrained. */
+int router_drain_worker(router_t *self, const char *name)
+{
+    for (worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
+        if (strcmp(w->name, name) != 0)
+            continue;
+        if (!w->draining) {
+            w->draining = true;
+            w->held = true;
+            w->service->live--;
+            slog_info("worker %s (%s): drained by an operator, holding %u", w->name,
+                      w->service->name, w->in_flight);
+            s_service_check(self, w->service);
+        }
+        return 0;
+    }
+    return -1;
 }

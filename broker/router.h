@@ -105,4 +105,24 @@ typedef void(router_status_fn)(const router_status_info_t *info, void *arg);
 /* Calls fn for each worker of the pool service that sent a status. Returns how many. */
 size_t router_each_status(const router_t *self, router_status_fn *fn, void *arg);
 
+typedef struct {
+    const char *worker; /* printable name of the worker (its routing id) */
+    const char *service;
+    uint32_t capacity;     /* credit total */
+    uint32_t in_flight;    /* requests it holds */
+    bool draining;         /* gets no new requests (DISCONNECT, shutdown or sys drain) */
+    bool held;             /* drained by sys drain: stays registered when empty */
+    const uint8_t *status; /* last heartbeat body (MessagePack map), may be empty */
+    size_t status_size;
+} router_worker_info_t;
+
+typedef void(router_worker_fn)(const router_worker_info_t *info, void *arg);
+/* Calls fn for each registered worker. Returns how many. */
+size_t router_each_worker(const router_t *self, router_worker_fn *fn, void *arg);
+
+/*  sys drain: the worker named name (router_worker_info_t.worker) gets no new
+    requests from now on and stays registered once empty. Returns -1 when no worker
+    has that name. */
+int router_drain_worker(router_t *self, const char *name);
+
 #endif
