@@ -24,6 +24,7 @@ typedef struct metrics_t metrics_t;
 typedef struct listener_t listener_t;
 typedef struct notify_t notify_t;
 typedef struct static_files_t static_files_t;
+typedef struct http_req_t http_req_t;
 
 /* Settings read once at start (docs/config.md, section gateway). */
 typedef struct {
@@ -47,6 +48,7 @@ typedef struct {
     size_t auth_cache_max;       /* entries in the token cache */
     int64_t subscribe_settle_ms; /* after a new topic subscription, wait before querying */
     int retry_after_s;           /* Retry-After on 503 */
+    int sse_keepalive_s;         /* a comment line on an SSE stream silent this long (0: never) */
     const char *static_dir;      /* web client files served at / ("" : none) */
 } gw_config_t;
 
@@ -65,8 +67,12 @@ typedef struct gw_t {
     notify_t *notify;              /* the WebSocket actors, by user */
     static_files_t *static_files;  /* the web client, loaded at start */
     size_t connections;            /* client connections owned by libwebsockets */
-    bool stopping;                 /* SIGTERM seen: refuse new work, drain */
-    uint32_t request_prefix;       /* X-Request-Ids made here: random prefix + counter */
+    http_req_t *streams;     /* open SSE streams (chat answers), linked through the requests */
+    size_t streams_open;     /* how many: sluice_gateway_active_streams */
+    bool stopping;           /* SIGTERM seen: refuse new work, drain */
+    bool closing;            /* drain over: connections are closed by the gateway, not
+                                by their clients, so chat answers are not cancelled */
+    uint32_t request_prefix; /* X-Request-Ids made here: random prefix + counter */
     uint64_t request_counter;
 } gw_t;
 

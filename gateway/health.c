@@ -60,7 +60,7 @@ static metrics_gauges_t s_gauges(gw_t *gw)
     metrics_gauges_t g = {
         .connections = gw->connections,
         .websockets = notify_count(gw->notify),
-        .streams = 0,
+        .streams = gw->streams_open,
         .upstream_pending = upstream_pending(gw->upstream),
         .topics = events_topics(gw->events),
         .auth_cache_entries = auth_cache_size(gw->auth),

@@ -4,6 +4,16 @@
     route (404/405) -> size (413/411) -> token (401) -> inputs (400/413) -> worker.
     A response is written from HTTP_WRITEABLE only: headers first, then the body in
     chunks of S_CHUNK bytes, each when the socket can take more.
+
+    A chat answer ("stream": true) is the one response written while it is still
+    being made: each PARTIAL of chat.generate becomes a Server-Sent Event appended
+    to a small buffer that holds only what the socket has not taken yet. The
+    200 text/event-stream head goes out with the first event (`message`, sent once
+    the worker committed the rows), so everything that fails before that (no chat
+    worker, a missing conversation, a refused body) is still an ordinary JSON error
+    with its own status. After the head, the end is an event: `done`, or `error`
+    with api.md's error body. The connection is then closed (Connection: close:
+    the body has no length). See docs/api.md, "Chat".
 */
 #include "http.h"
 #include "auth_cache.h"
@@ -26,6 +36,10 @@
 #define S_CHUNK (32 * 1024)
 #define S_ARGS_MAX 32
 #define S_HEADERS_MAX 2048
+/* SSE text a client has not read yet. An answer is at most 1 MiB (the stream
+   worker's max_answer_bytes); as JSON-escaped deltas it can grow a few times, so a
+   client this far behind is not reading at all: its answer is cancelled. */
+#define S_SSE_BACKLOG_MAX (8 * 1024 * 1024)
 
 struct http_req_t {
     gw_t *gw;
@@ -62,6 +76,18 @@ struct http_req_t {
     int retry_after_s; /* > 0: Retry-After */
     bool www_authenticate;
     char allow[48];
+    /* chat.generate: PARTIALs, then the REPLY */
+    bool chat;               /* a chat answer: CANCEL it when the client goes away */
+    bool sse;                /* "stream": true: answer with Server-Sent Events */
+    bool sse_open;           /* the event-stream head is queued: the end is an event now */
+    bool sse_done;           /* the last event (done/error) is queued: hang up once written */
+    char *out;               /* SSE text the socket has not taken yet */
+    size_t out_off;          /* written up to here */
+    size_t out_len;          /* filled up to here */
+    size_t out_cap;          /* allocated */
+    int64_t last_event_ms;   /* when text was last queued: keep-alive comments */
+    bool write_asked;        /* a writable callback is already asked for */
+    http_req_t *prev, *next; /* gw->streams while sse_open */
 };
 
 void http_new_request_id(gw_t *gw, char out[40])
@@ -105,10 +131,35 @@ size_t http_format_error(char *buf, size_t size, int status, const char *code, c
     return (size_t)n < size ? (size_t)n : size - 1;
 }
 
+static void s_stream_unlink(http_req_t *req)
+{
+    gw_t *gw = req->gw;
+    if (req->prev)
+        req->prev->next = req->next;
+    else if (gw->streams == req)
+        gw->streams = req->next;
+    if (req->next)
+        req->next->prev = req->prev;
+    req->prev = req->next = NULL;
+    gw->streams_open--;
+}
+
 static void s_free(http_req_t *req)
 {
     gw_t *gw = req->gw;
-    upstream_cancel(gw->upstream, &req->call, false);
+    /* A chat answer still running when its client is gone is cancelled, so the
+       worker stops and stores "cancelled" with the text so far. Not when the
+       gateway itself closes the connection at the end of a drain: then the answer
+       goes on and is stored complete, for the client to read back. */
+    if (req->call && req->chat && !gw->closing) {
+        metrics_count(gw->metrics, "chat_cancelled_client_gone");
+        slog_write(SLOG_DEBUG, (const uint8_t *)req->request_id, strlen(req->request_id),
+                   "chat: the client went away: cancelling the answer");
+    }
+    upstream_cancel(gw->upstream, &req->call, req->chat && !gw->closing);
+    if (req->sse_open)
+        s_stream_unlink(req);
+    free(req->out);
     auth_cache_cancel(gw->auth, &req->auth_wait);
     health_cancel(gw, &req->health);
     if (!req->resp_static)
@@ -163,12 +214,44 @@ static void s_error(http_req_t *req, int status, const char *code, const char *f
 
 /* ---- the worker's answer ---------------------------------------------------- */
 
-static void s_on_reply(void *arg, bool final, int status, const msgpack_object *body)
+typedef struct {
+    char code[64];
+    char message[VALIDATE_MESSAGE_MAX];
+} s_error_text_t;
+
+/* The code and message of a reply's "error" map, with defaults for what is
+   missing or unusable. Returns false when the body has no "error". */
+static bool s_error_of(const msgpack_object *body, int status, s_error_text_t *out)
 {
-    http_req_t *req = arg;
-    if (!final)
-        return; /* stream chunks: chat streaming (SSE) is served elsewhere */
-    req->call = NULL;
+    const msgpack_object *error = mp_get(body, "error");
+    if (!error)
+        return false;
+    const char *code = NULL, *message = NULL;
+    size_t clen = 0, mlen = 0;
+    if (mp_get_str(error, "code", &code, &clen) && clen > 0 && clen < sizeof out->code) {
+        memcpy(out->code, code, clen);
+        out->code[clen] = 0;
+    } else {
+        snprintf(out->code, sizeof out->code, "%s",
+                 status == 503   ? "unavailable"
+                 : status == 504 ? "timeout"
+                                 : "internal");
+    }
+    if (mp_get_str(error, "message", &message, &mlen) && mlen > 0) {
+        if (mlen >= sizeof out->message)
+            mlen = sizeof out->message - 1;
+        memcpy(out->message, message, mlen);
+        out->message[mlen] = 0;
+    } else {
+        snprintf(out->message, sizeof out->message, "error");
+    }
+    return true;
+}
+
+/* A final reply as an ordinary JSON response; success_status replaces a 2xx
+   (chat.generate's 200 is api.md's 201). */
+static void s_answer(http_req_t *req, int status, const msgpack_object *body, int success_status)
+{
     if (status < 200 || status > 599) {
         s_error(req, 502, "internal", "the worker answered status %d", status);
         return;
@@ -182,29 +265,10 @@ static void s_on_reply(void *arg, bool final, int status, const msgpack_object *
         s_respond(req, 204, NULL, NULL, 0, true);
         return;
     }
-    const msgpack_object *error = mp_get(body, "error");
-    if (error) {
-        const char *code = "internal", *message = "error";
-        size_t clen = 0, mlen = 0;
-        char cbuf[64], mbuf[VALIDATE_MESSAGE_MAX];
-        if (mp_get_str(error, "code", &code, &clen) && clen > 0 && clen < sizeof cbuf) {
-            memcpy(cbuf, code, clen);
-            cbuf[clen] = 0;
-            code = cbuf;
-        } else {
-            code = status == 503 ? "unavailable" : status == 504 ? "timeout" : "internal";
-        }
-        if (mp_get_str(error, "message", &message, &mlen) && mlen > 0) {
-            if (mlen >= sizeof mbuf)
-                mlen = sizeof mbuf - 1;
-            memcpy(mbuf, message, mlen);
-            mbuf[mlen] = 0;
-            message = mbuf;
-        } else {
-            message = "error";
-        }
+    s_error_text_t e;
+    if (s_error_of(body, status, &e)) {
         size_t len = 0;
-        char *text = render_error(code, message, &len);
+        char *text = render_error(e.code, e.message, &len);
         s_respond(req, status, "application/json", text, len, false);
         return;
     }
@@ -218,7 +282,214 @@ static void s_on_reply(void *arg, bool final, int status, const msgpack_object *
         s_error(req, 502, "internal", "the worker's answer could not be rendered");
         return;
     }
-    s_respond(req, status, "application/json", text, len, false);
+    s_respond(req, status < 300 && success_status ? success_status : status, "application/json",
+              text, len, false);
+}
+
+static void s_on_reply(void *arg, bool final, int status, const msgpack_object *body)
+{
+    http_req_t *req = arg;
+    if (!final)
+        return; /* only chat.generate streams; it has its own callback */
+    req->call = NULL;
+    s_answer(req, status, body, 0);
+}
+
+/* ---- chat answers: Server-Sent Events -------------------------------------- */
+
+/* Asks libwebsockets for a writable callback, once until it came: every ask
+   is a poll change (a system call), and a fast answer queues many events per
+   callback. */
+static void s_sse_ask_write(http_req_t *req)
+{
+    if (req->write_asked || !req->wsi)
+        return;
+    req->write_asked = true;
+    lws_callback_on_writable(req->wsi);
+}
+
+/* Queues text for the client; s_sse_event asks to write it. */
+static void s_sse_queue(http_req_t *req, const char *text, size_t len)
+{
+    if (req->out_off == req->out_len)
+        req->out_off = req->out_len = 0;
+    if (req->out_len + len > req->out_cap && req->out_off > 0 && req->out_off >= req->out_cap / 2) {
+        /* what was written makes room; only the unread rest is moved. Only when
+           that frees half the buffer: moving for every small append while a slow
+           client holds a large backlog would cost the whole backlog each time */
+        memmove(req->out, req->out + req->out_off, req->out_len - req->out_off);
+        req->out_len -= req->out_off;
+        req->out_off = 0;
+    }
+    if (req->out_len + len > req->out_cap) {
+        size_t cap = req->out_cap ? req->out_cap * 2 : 1024;
+        while (cap < req->out_len + len)
+            cap *= 2;
+        req->out = realloc(req->out, cap);
+        req->out_cap = cap;
+    }
+    memcpy(req->out + req->out_len, text, len);
+    req->out_len += len;
+    req->last_event_ms = clock_now_ms();
+    if (req->out_len - req->out_off > S_SSE_BACKLOG_MAX && !req->sse_done) {
+        /* not reading: stop the answer rather than hold its text here */
+        slog_write(SLOG_WARN, (const uint8_t *)req->request_id, strlen(req->request_id),
+                   "chat: the client reads nothing (%zu bytes unread): cancelling the answer",
+                   req->out_len - req->out_off);
+        metrics_count(req->gw->metrics, "sse_client_not_reading");
+        upstream_cancel(req->gw->upstream, &req->call, true);
+        req->sse_done = true;
+        if (req->wsi)
+            lws_set_timeout(req->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+    }
+}
+
+/* One event: "event: NAME\ndata: JSON\n\n". data is stolen; compact JSON has no
+   newline, so one data line always carries it. */
+static void s_sse_event(http_req_t *req, const char *name, json_t *data)
+{
+    size_t len = 0;
+    char *text = data ? render_dump(data, &len) : NULL;
+    if (!text) {
+        /* a worker's string that is not UTF-8: say so, in the stream */
+        text = render_error("internal", "the worker's answer could not be rendered", &len);
+        name = "error";
+        req->sse_done = true;
+        upstream_cancel(req->gw->upstream, &req->call, true);
+    }
+    char head[32];
+    int n = snprintf(head, sizeof head, "event: %s\ndata: ", name);
+    s_sse_queue(req, head, (size_t)n);
+    s_sse_queue(req, text, len);
+    s_sse_queue(req, "\n\n", 2);
+    free(text);
+    s_sse_ask_write(req);
+}
+
+/* The 200 text/event-stream head is written with the first event. */
+static void s_sse_open(http_req_t *req)
+{
+    gw_t *gw = req->gw;
+    req->sse_open = true;
+    req->answered = true;
+    req->status = 200;
+    req->content_type = "text/event-stream";
+    req->close = true; /* the body has no length: its end is the connection's */
+    req->next = gw->streams;
+    if (gw->streams)
+        gw->streams->prev = req;
+    gw->streams = req;
+    gw->streams_open++;
+    /* counted once, when the stream opens: the latency is the time to the first
+       event, not the length of the answer */
+    metrics_request(gw->metrics, req->metric_route, 200, clock_now_us() - req->started_us);
+    /* no lws_http_mark_sse(): it only matters for h2 (and logs an error on
+       HTTP/1.1); the connection has had no libwebsockets timeout since its request
+       arrived (http_on_request) */
+}
+
+/* The stream's last event: done with the stored message, or error. */
+static void s_sse_end(http_req_t *req, int status, const msgpack_object *body)
+{
+    s_error_text_t e;
+    const msgpack_object *data = mp_get(body, "data");
+    const msgpack_object *message = mp_get(data, "assistant_message");
+    if (status >= 200 && status < 300 && message) {
+        json_t *m = render_json(message, NULL);
+        s_sse_event(req, "done", m ? json_pack("{s:o}", "message", m) : NULL);
+    } else {
+        if (!s_error_of(body, status, &e)) {
+            snprintf(e.code, sizeof e.code, "internal");
+            snprintf(e.message, sizeof e.message, "the worker answered status %d without an error",
+                     status);
+        }
+        s_sse_event(req, "error",
+                    json_pack("{s:{s:s,s:s}}", "error", "code", e.code, "message", e.message));
+    }
+    req->sse_done = true;
+}
+
+/* A PARTIAL's data ({"event": "message"|"delta", ...}) as that SSE event, the
+   "event" key left out. Anything else is not api.md's and is skipped. */
+static void s_sse_partial(http_req_t *req, const msgpack_object *body)
+{
+    const msgpack_object *data = mp_get(body, "data");
+    const msgpack_object *event = mp_get(data, "event");
+    const char *name = mp_str_eq(event, "message") ? "message"
+                       : mp_str_eq(event, "delta") ? "delta"
+                                                   : NULL;
+    if (!name || data->type != MSGPACK_OBJECT_MAP) {
+        slog_write(SLOG_DEBUG, (const uint8_t *)req->request_id, strlen(req->request_id),
+                   "chat: a partial that is no event of api.md: skipped");
+        return;
+    }
+    if (!req->sse_open) {
+        if (strcmp(name, "message") != 0) {
+            /* the worker's first partial is always "message" (docs/chat.md); a delta
+               before it would be a broken worker */
+            slog_write(SLOG_WARN, (const uint8_t *)req->request_id, strlen(req->request_id),
+                       "chat: a delta before the message event: skipped");
+            return;
+        }
+        s_sse_open(req);
+    }
+    json_t *json = render_json(data, NULL);
+    if (json)
+        json_object_del(json, "event");
+    s_sse_event(req, name, json);
+}
+
+static void s_on_chat(void *arg, bool final, int status, const msgpack_object *body)
+{
+    http_req_t *req = arg;
+    if (!final) {
+        if (req->sse && !req->sse_done)
+            s_sse_partial(req, body);
+        return; /* "stream": false waits for the final reply */
+    }
+    req->call = NULL;
+    if (!req->sse) {
+        s_answer(req, status, body, 201); /* api.md: 201 {"user_message","assistant_message"} */
+        return;
+    }
+    if (req->sse_done)
+        return;
+    if (!req->sse_open) {
+        if (status < 200 || status >= 300) {
+            s_answer(req, status, body, 0); /* nothing was sent: a plain JSON error */
+            return;
+        }
+        /* complete without a single partial (not what the worker does, but the
+           client still gets api.md's whole stream) */
+        const msgpack_object *data = mp_get(body, "data");
+        const msgpack_object *assistant = mp_get(data, "assistant_message");
+        const msgpack_object *user = mp_get(data, "user_message");
+        const msgpack_object *id = mp_get(assistant, "id");
+        json_t *u = user ? render_json(user, NULL) : NULL;
+        json_t *i = id ? render_json(id, "id") : NULL;
+        s_sse_open(req);
+        s_sse_event(req, "message",
+                    u && i ? json_pack("{s:o,s:o}", "user_message", u, "assistant_message_id", i)
+                           : NULL);
+        if (!u || !i) {
+            json_decref(u);
+            json_decref(i);
+        }
+        if (req->sse_done)
+            return;
+    }
+    s_sse_end(req, status, body);
+}
+
+static bool s_wants_stream(const msgpack_sbuffer *packed)
+{
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    bool stream = true;
+    if (msgpack_unpack_next(&u, packed->data, packed->size, NULL) == MSGPACK_UNPACK_SUCCESS)
+        mp_get_bool(mp_get(&u.data, "args"), "stream", &stream);
+    msgpack_unpacked_destroy(&u);
+    return stream;
 }
 
 /* The request is valid so far and authenticated if it had to be: ask the worker. */
@@ -242,13 +513,30 @@ static void s_dispatch(http_req_t *req)
     gw_err_t err;
     msgpack_sbuffer buf;
     msgpack_sbuffer_init(&buf);
-    if (validate_request(&in, &buf, &err) != 0) {
+    int rc = validate_request(&in, &buf, &err);
+    /* packed or refused: the body (up to max_body_bytes) is not kept for the life
+       of a request that may wait minutes for a chat answer */
+    free(req->body);
+    req->body = NULL;
+    req->body_len = 0;
+    if (rc != 0) {
         msgpack_sbuffer_destroy(&buf);
         s_error(req, err.status, err.code, "%s", err.message);
         return;
     }
+    upstream_fn *fn = s_on_reply;
+    if (req->route->id == ROUTE_MSG_CREATE) {
+        req->chat = true;
+        req->sse = s_wants_stream(&buf);
+        fn = s_on_chat;
+        /* Every header is copied: give the header table back to libwebsockets now.
+           A chat answer may run for minutes, and libwebsockets closes a connection
+           that holds a table longer than timeout_secs_ah_idle + 360 s. */
+        if (req->wsi)
+            lws_http_headers_detach(req->wsi);
+    }
     req->call = upstream_call(gw->upstream, req->route->service, buf.data, buf.size,
-                              gw->cfg.deadline_ms[req->route->id], s_on_reply, req);
+                              gw->cfg.deadline_ms[req->route->id], fn, req);
     msgpack_sbuffer_destroy(&buf);
     if (!req->call)
         s_error(req, 503, "unavailable", "no broker is reachable; try again");
@@ -510,65 +798,125 @@ int http_on_body_done(http_req_t *req)
     return 0;
 }
 
-/* Writes the head of the response and as much of the body as fits one chunk, in one
-   write (one send, one TCP segment for a small answer). The Content-Length is ours:
-   libwebsockets is not told, so it does not count the body bytes written with the
-   head. Returns 0 or -1. */
-static int s_write_first(http_req_t *req)
+/* Adds the response head to [*p, end): status, headers, the blank line. The
+   Content-Length is ours (none for an event stream): libwebsockets is not told,
+   so it does not count the body bytes written with the head. Returns 0 or -1. */
+static int s_head(http_req_t *req, unsigned char **p, unsigned char *end)
 {
     struct lws *wsi = req->wsi;
-    unsigned char buf[LWS_PRE + S_HEADERS_MAX + S_CHUNK];
-    unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + LWS_PRE + S_HEADERS_MAX;
     char value[64];
     int n;
-    if (lws_add_http_header_status(wsi, (unsigned int)req->status, &p, end))
+    if (lws_add_http_header_status(wsi, (unsigned int)req->status, p, end))
         return -1;
     if (req->content_type && lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
                                                           (const unsigned char *)req->content_type,
-                                                          (int)strlen(req->content_type), &p, end))
+                                                          (int)strlen(req->content_type), p, end))
         return -1;
-    if (req->status != 204) {
+    if (req->status != 204 && !req->sse_open) {
         n = snprintf(value, sizeof value, "%zu", req->resp_len);
         if (lws_add_http_header_by_name(wsi, (const unsigned char *)"content-length:",
-                                        (const unsigned char *)value, n, &p, end))
+                                        (const unsigned char *)value, n, p, end))
             return -1;
     }
     if (lws_add_http_header_by_name(
             wsi, (const unsigned char *)"x-request-id:", (const unsigned char *)req->request_id,
-            (int)strlen(req->request_id), &p, end))
+            (int)strlen(req->request_id), p, end))
         return -1;
     if (req->retry_after_s > 0) {
         n = snprintf(value, sizeof value, "%d", req->retry_after_s);
         if (lws_add_http_header_by_name(wsi, (const unsigned char *)"retry-after:",
-                                        (const unsigned char *)value, n, &p, end))
+                                        (const unsigned char *)value, n, p, end))
             return -1;
     }
     if (req->allow[0] && lws_add_http_header_by_name(wsi, (const unsigned char *)"allow:",
                                                      (const unsigned char *)req->allow,
-                                                     (int)strlen(req->allow), &p, end))
+                                                     (int)strlen(req->allow), p, end))
         return -1;
     if (req->www_authenticate &&
         lws_add_http_header_by_name(wsi, (const unsigned char *)"www-authenticate:",
-                                    (const unsigned char *)"Bearer", 6, &p, end))
+                                    (const unsigned char *)"Bearer", 6, p, end))
         return -1;
     const char *cache = req->metric_route == ROUTE_STATIC ? "no-cache" : "no-store";
     if (lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
-                                    (const unsigned char *)cache, (int)strlen(cache), &p, end))
+                                    (const unsigned char *)cache, (int)strlen(cache), p, end))
+        return -1;
+    /* a buffering reverse proxy (nginx) would hold the events back */
+    if (req->sse_open &&
+        lws_add_http_header_by_name(wsi, (const unsigned char *)"x-accel-buffering:",
+                                    (const unsigned char *)"no", 2, p, end))
         return -1;
     if (req->close && lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
-                                                   (const unsigned char *)"close", 5, &p, end))
+                                                   (const unsigned char *)"close", 5, p, end))
         return -1;
-    if (lws_finalize_http_header(wsi, &p, end))
+    return lws_finalize_http_header(wsi, p, end) ? -1 : 0;
+}
+
+/* Writes the head and as much of the body as fits one chunk, in one write (one
+   send, one TCP segment for a small answer). Returns 0 or -1. */
+static int s_write_first(http_req_t *req)
+{
+    unsigned char buf[LWS_PRE + S_HEADERS_MAX + S_CHUNK];
+    unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + LWS_PRE + S_HEADERS_MAX;
+    if (s_head(req, &p, end) != 0)
         return -1;
     size_t body = req->resp_len < S_CHUNK ? req->resp_len : S_CHUNK;
     if (body)
         memcpy(p, req->resp, body);
     size_t total = (size_t)(p - start) + body;
-    if (lws_write(wsi, start, total, LWS_WRITE_HTTP_HEADERS) < (int)total)
+    if (lws_write(req->wsi, start, total, LWS_WRITE_HTTP_HEADERS) < (int)total)
         return -1;
     req->resp_off = body;
     req->headers_sent = true;
     return 0;
+}
+
+/* The event stream: the head with the first events, then whatever is queued, a
+   chunk per writable callback. Hangs up after the last event: libwebsockets calls
+   back only once it has sent what it buffered itself, so nothing is cut off. */
+static int s_sse_writeable(http_req_t **req_p)
+{
+    http_req_t *req = *req_p;
+    unsigned char buf[LWS_PRE + S_HEADERS_MAX + S_CHUNK];
+    unsigned char *start = buf + LWS_PRE, *p = start;
+    bool wrote = false;
+    req->write_asked = false;
+    if (!req->headers_sent && s_head(req, &p, buf + LWS_PRE + S_HEADERS_MAX) != 0)
+        goto fail;
+    size_t n = req->out_len - req->out_off;
+    if (n > S_CHUNK)
+        n = S_CHUNK;
+    if (n) {
+        memcpy(p, req->out + req->out_off, n);
+        p += n;
+        req->out_off += n;
+    }
+    if (p > start) {
+        size_t total = (size_t)(p - start);
+        enum lws_write_protocol how = req->headers_sent ? LWS_WRITE_HTTP : LWS_WRITE_HTTP_HEADERS;
+        if (lws_write(req->wsi, start, total, how) < (int)total)
+            goto fail;
+        req->headers_sent = true;
+        wrote = true;
+    }
+    if (req->out_off < req->out_len || (req->sse_done && wrote)) {
+        s_sse_ask_write(req);
+        return 0;
+    }
+    if (req->out_cap > S_CHUNK) {
+        /* all written: a stream that had to hold a large backlog gives it back */
+        free(req->out);
+        req->out = NULL;
+        req->out_cap = req->out_off = req->out_len = 0;
+    }
+    if (!req->sse_done)
+        return 0;
+    *req_p = NULL;
+    s_free(req);
+    return -1;
+fail:
+    *req_p = NULL;
+    s_free(req);
+    return -1;
 }
 
 int http_on_writeable(http_req_t **req_p)
@@ -576,6 +924,8 @@ int http_on_writeable(http_req_t **req_p)
     http_req_t *req = *req_p;
     if (!req || !req->answered)
         return 0; /* nothing to say yet */
+    if (req->sse_open)
+        return s_sse_writeable(req_p);
     if (!req->headers_sent) {
         if (s_write_first(req) != 0) {
             *req_p = NULL;
@@ -606,6 +956,40 @@ int http_on_writeable(http_req_t **req_p)
     if (close)
         return -1;
     return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+void http_janitor(gw_t *gw, int64_t now_ms)
+{
+    if (gw->cfg.sse_keepalive_s <= 0)
+        return;
+    int64_t quiet_ms = (int64_t)gw->cfg.sse_keepalive_s * 1000;
+    for (http_req_t *req = gw->streams; req; req = req->next) {
+        /* a comment line: ignored by every SSE parser, it keeps proxies and NAT
+           tables from dropping a stream whose provider is slow to answer */
+        if (!req->sse_done && now_ms - req->last_event_ms >= quiet_ms) {
+            s_sse_queue(req, ": keep-alive\n\n", 14);
+            s_sse_ask_write(req);
+        }
+    }
+}
+
+void http_end_streams(gw_t *gw)
+{
+    for (http_req_t *req = gw->streams; req; req = req->next) {
+        if (req->sse_done)
+            continue;
+        /* not cancelled: the worker finishes the answer and stores it, and the
+           client reads it back from another gateway */
+        upstream_cancel(gw->upstream, &req->call, false);
+        char message[VALIDATE_MESSAGE_MAX];
+        snprintf(message, sizeof message,
+                 "this gateway is stopping; the answer is still being stored: read it with "
+                 "GET /v1/chat/conversations/%s/messages",
+                 req->param);
+        s_sse_event(req, "error",
+                    json_pack("{s:{s:s,s:s}}", "error", "code", "unavailable", "message", message));
+        req->sse_done = true;
+    }
 }
 
 void http_on_closed(http_req_t **req_p)

@@ -8,14 +8,16 @@
     a message unread. No request is handed to another thread.
 
     SIGTERM/SIGINT: stop accepting, close WebSockets with 1001 (each marks its
-    device inactive), let requests in flight finish (at most drain_ms), then close
-    everything and exit 0.
+    device inactive), let requests in flight and chat streams finish (at most
+    drain_ms), end the streams still open with an `error` event (their answers are
+    not cancelled: the workers store them), then close everything and exit 0.
 */
 #include "gateway.h"
 #include "auth_cache.h"
 #include "clock.h"
 #include "config.h"
 #include "events.h"
+#include "http.h"
 #include "listener.h"
 #include "metrics.h"
 #include "mp.h"
@@ -37,6 +39,9 @@
 #endif
 
 #define S_JANITOR_MS 100
+/* After the drain, how long the last events of the streams still open may take
+   to reach their clients before the connections are closed anyway. */
+#define S_STREAM_FLUSH_MS 1000
 
 static const config_option_t s_options[] = {
     {"host", CONFIG_STR, "127.0.0.1", "address to listen on (IPv4 or IPv6 literal)"},
@@ -61,8 +66,14 @@ static const config_option_t s_options[] = {
     {"header_timeout_ms", CONFIG_INT, "10000",
      "a new connection must send its request head within this"},
     {"deadline_ms", CONFIG_INT, "5000", "SMP deadline of a request (every route)"},
-    {"route_deadlines", CONFIG_STR, "chat.generate=120000",
-     "per-route deadlines by op, e.g. clipboard.create=3000,chat.generate=60000"},
+    {"chat_deadline_ms", CONFIG_INT, "600000",
+     "deadline of a chat answer (chat.generate), stream included; keep it at least the stream "
+     "workers' max_stream_ms"},
+    {"route_deadlines", CONFIG_STR, "",
+     "per-route deadlines by op, e.g. clipboard.create=3000 (chat.generate here overrides "
+     "chat_deadline_ms)"},
+    {"sse_keepalive_s", CONFIG_INT, "15",
+     "a comment line on a chat stream that was silent this long (0: never)"},
     {"internal_deadline_ms", CONFIG_INT, "5000",
      "deadline of the gateway's own requests (auth.verify, WebSocket replay, set_active)"},
     {"auth_cache_ms", CONFIG_INT, "10000", "a verified token is trusted this long"},
@@ -86,6 +97,8 @@ typedef struct {
     uv_timer_t janitor;
     uv_prepare_t before_poll;
     int64_t drain_until_ms;
+    bool streams_ended;  /* the drain is over and open streams got their error event */
+    int64_t close_at_ms; /* then: close by this time even if some are not written */
     bool closed;
 } s_main_t;
 
@@ -135,6 +148,7 @@ static void s_close_all(s_main_t *m)
     m->closed = true;
     gw_t *gw = &m->gw;
     slog_info("gateway: closing");
+    gw->closing = true;
     s_destroy_modules(gw);
     uv_timer_stop(&m->janitor);
     uv_close((uv_handle_t *)&m->janitor, NULL);
@@ -154,8 +168,19 @@ static void s_janitor(uv_timer_t *timer)
     upstream_janitor(gw->upstream, now);
     auth_cache_janitor(gw->auth, now);
     listener_janitor(gw->listener, now);
-    if (gw->stopping && (now >= m->drain_until_ms ||
-                         (notify_count(gw->notify) == 0 && upstream_pending(gw->upstream) == 0)))
+    http_janitor(gw, now);
+    if (!gw->stopping)
+        return;
+    if (now >= m->drain_until_ms && !m->streams_ended) {
+        m->streams_ended = true;
+        m->close_at_ms = now + S_STREAM_FLUSH_MS;
+        if (gw->streams_open)
+            slog_info("gateway: drain over: ending %zu chat streams", gw->streams_open);
+        http_end_streams(gw);
+    }
+    bool idle = notify_count(gw->notify) == 0 && upstream_pending(gw->upstream) == 0 &&
+                gw->streams_open == 0;
+    if (idle || (m->streams_ended && (gw->streams_open == 0 || now >= m->close_at_ms)))
         s_close_all(m);
 }
 
@@ -196,15 +221,19 @@ static int s_load(s_main_t *m)
     cfg->auth_cache_max = (size_t)config_int(c, "auth_cache_max");
     cfg->subscribe_settle_ms = config_int(c, "subscribe_settle_ms");
     cfg->retry_after_s = (int)config_int(c, "retry_after_s");
+    cfg->sse_keepalive_s = (int)config_int(c, "sse_keepalive_s");
+    int64_t chat_deadline = config_int(c, "chat_deadline_ms");
     cfg->static_dir = config_str(c, "static_dir");
     int64_t deadline = config_int(c, "deadline_ms");
     if (cfg->port < 0 || cfg->port > 65535 || cfg->max_header_bytes < 1024 ||
         cfg->max_header_bytes > 65535 || cfg->max_ws_message_bytes < 16 || deadline < 1 ||
         cfg->ws_queue_max < 16 || cfg->ws_db_max < 1 || cfg->max_connections < 1 ||
         cfg->auth_cache_max < 1 || cfg->internal_deadline_ms < 1 || cfg->ws_ping_s < 0 ||
-        cfg->ws_ping_s > 30000) {
+        cfg->ws_ping_s > 30000 || chat_deadline < 1 || chat_deadline > 3600 * 1000 ||
+        cfg->sse_keepalive_s < 0 || cfg->sse_keepalive_s > 3600) {
         fprintf(stderr, "sluice-gateway: a setting is out of range (see --help and "
-                        "docs/config.md: port 0-65535, max_header_bytes 1024-65535, ...)\n");
+                        "docs/config.md: port 0-65535, max_header_bytes 1024-65535, "
+                        "chat_deadline_ms 1-3600000, sse_keepalive_s 0-3600, ...)\n");
         return -1;
     }
     /* connections above the descriptor limit would fail at accept(): cap them so
@@ -220,6 +249,7 @@ static int s_load(s_main_t *m)
     }
     for (size_t i = 0; i < ROUTE_COUNT; i++)
         cfg->deadline_ms[i] = (uint32_t)deadline;
+    cfg->deadline_ms[ROUTE_MSG_CREATE] = (uint32_t)chat_deadline;
     char err[200];
     if (routes_parse_deadlines(config_str(c, "route_deadlines"), cfg->deadline_ms, err,
                                sizeof err) != 0) {

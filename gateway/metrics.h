@@ -28,7 +28,7 @@ void metrics_count(metrics_t *self, const char *name);
 typedef struct {
     size_t connections;      /* client connections held by libwebsockets */
     size_t websockets;       /* open /v1/sync/notify sockets */
-    size_t streams;          /* open SSE streams (none until chat streaming lands) */
+    size_t streams;          /* open chat streams (SSE) */
     size_t upstream_pending; /* SMP requests awaiting a reply */
     size_t topics;           /* event subscriptions */
     size_t auth_cache_entries;

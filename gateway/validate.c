@@ -395,8 +395,10 @@ int validate_request(const validate_in_t *in, msgpack_sbuffer *out, gw_err_t *er
         }
         idem = in->idem;
     }
-    /* reads may be resent to another worker; writes only when they carry a key */
-    bool idempotent = !r->write || idem != NULL;
+    /* reads may be resent to another worker; writes only when they carry a key.
+       Never a chat answer: its stream worker does not take the key to the database,
+       so a resent chat.generate would store a second message. */
+    bool idempotent = (!r->write || idem != NULL) && r->id != ROUTE_MSG_CREATE;
     int64_t id = 0, after = 0, limit = S_CLIP_LIMIT_DEFAULT;
     json_t *body = NULL;
     if (r->body) {

@@ -67,7 +67,7 @@ function show(view) {
 
 function refreshHeader() {
   const s = store.session;
-  $("#who").textContent = s ? `${s.username} · device ${s.device_id}` : "not signed in";
+  $("#who").textContent = s ? `${s.username} · ${s.device_name ?? "device " + s.device_id}` : "not signed in";
   $("#logout").hidden = !s;
 }
 
@@ -87,7 +87,7 @@ async function login(signup) {
   try {
     if (signup) await api("POST", "/v1/users", { username, password });
     const s = await api("POST", "/v1/sessions", { username, password, device_name });
-    store.session = { ...s, username };
+    store.session = { ...s, username, device_name };
     $("#login-password").value = "";
     refreshHeader();
     clipboard.start();
@@ -97,17 +97,36 @@ async function login(signup) {
   }
 }
 
-function logout(reason) {
+// Log out ends the session on the server too: the device (and so its token) is
+// revoked, as a login created it. A session the server already ended, or a server
+// out of reach, is still forgotten here (said in the notice). Uses fetch directly so
+// a 401 cannot loop back into logout.
+async function logout(reason, revoke = false) {
+  const s = store.session;
   clipboard.stop();
+  if (revoke && s) {
+    try {
+      const res = await fetch(`/v1/devices/${encodeURIComponent(s.device_id)}`, {
+        method: "DELETE", headers: { "Authorization": "Bearer " + s.token },
+      });
+      if (!res.ok && res.status !== 401 && res.status !== 404) reason = `Logged out here, but the server refused to end the session (${res.status}).`;
+    } catch {
+      reason = "Logged out here, but the server could not be reached to end the session.";
+    }
+  }
   store.session = null;
   refreshHeader();
   show("login");
-  if (reason) notice(reason);
+  notice(reason);
 }
 
 // ---- devices ---------------------------------------------------------------
+// device id -> name, so clipboard items say which device they came from
+const deviceNames = new Map();
+
 async function loadDevices() {
   const { devices } = await api("GET", "/v1/devices");
+  for (const d of devices) deviceNames.set(String(d.id), d.name);
   const body = $("#dev-list");
   body.replaceChildren();
   for (const d of devices) {
@@ -128,12 +147,14 @@ async function loadDevices() {
 
 // ---- clipboard: live over /v1/sync/notify with replay after reconnect ------
 const clipboard = {
-  ws: null, seq: 0, items: new Map(), backoff: 500, timer: null, stopped: true,
+  // seq: the highest seq this page has (null until the first hello); reconnects ask
+  // for after=seq so the server replays what was missed while away.
+  ws: null, seq: null, items: new Map(), gone: new Set(), backoff: 500, timer: null, stopped: true,
 
   setState(text, cls) { const s = $("#sync-state"); s.textContent = text; s.className = "state " + cls; },
 
   start() {
-    this.stopped = false; this.seq = 0; this.items.clear(); this.render();
+    this.stopped = false; this.seq = null; this.backoff = 500; this.items.clear(); this.gone.clear(); this.render();
     this.connect();
   },
 
@@ -148,45 +169,66 @@ const clipboard = {
     const s = store.session;
     if (!s || this.stopped) return;
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const url = `${proto}//${location.host}/v1/sync/notify?token=${encodeURIComponent(s.token)}&after=${this.seq}`;
+    const after = this.seq === null ? "" : `&after=${this.seq}`;
+    const url = `${proto}//${location.host}/v1/sync/notify?token=${encodeURIComponent(s.token)}${after}`;
     this.setState("connecting", "warn");
     const ws = new WebSocket(url);
     this.ws = ws;
-    ws.onopen = () => { this.backoff = 500; this.setState("live", "ok"); };
-    ws.onmessage = (ev) => this.onMessage(JSON.parse(ev.data));
+    let opened = false;
+    ws.onopen = () => { opened = true; this.backoff = 500; this.setState("live", "ok"); };
+    ws.onmessage = (ev) => { try { this.onMessage(JSON.parse(ev.data)); } catch (e) { notice(e.message); } };
     ws.onclose = (ev) => {
+      if (this.ws !== ws) return;
       this.ws = null;
       if (ev.code === 4001) { logout("This device was revoked."); return; }
       if (this.stopped) return;
+      // refused before opening: maybe the session ended (401 logs out in api())
+      if (!opened) api("GET", "/v1/devices").catch(() => {});
       const wait = Math.min(this.backoff, 15000) * (0.75 + Math.random() / 2);
       this.backoff *= 2;
-      this.setState(`reconnecting in ${Math.round(wait / 1000)} s`, "bad");
+      this.setState(`reconnecting in ${Math.ceil(wait / 1000)} s`, "bad");
       this.timer = setTimeout(() => this.connect(), wait);
     };
   },
 
   onMessage(msg) {
     if (msg.type === "hello") {
-      // First connect: load the recent history; later connects replay by after=seq.
-      if (this.seq === 0 && msg.seq > 0) this.loadRecent();
+      // First connect: the newest items come over HTTP (read after the hello, so
+      // nothing falls between them). Later connects are replayed by after=seq, and
+      // the same HTTP read drops what was deleted while away (replay has no deletes).
+      if (this.seq === null) this.seq = 0;
+      if (msg.seq > 0) this.loadRecent(msg.seq);
+      loadDevices().then(() => this.render(), () => {});
     } else if (msg.type === "clipboard.item") {
       this.add(msg.item);
     } else if (msg.type === "clipboard.deleted") {
+      this.gone.add(String(msg.id));
       this.items.delete(String(msg.id)); this.render();
     }
   },
 
-  async loadRecent() {
+  // The newest `keep` items up to seq, the hello's (a seq is never reused, so these
+  // are at most `keep` items). They are all the server holds in that range, so any
+  // other item of the range here was deleted. The seq then moves to the hello's even
+  // when those were deleted.
+  async loadRecent(seq, keep = 200) {
     try {
-      const page = await api("GET", `/v1/clipboard?after=0&limit=500`);
+      const from = Math.max(0, seq - keep);
+      const page = await api("GET", `/v1/clipboard?after=${from}&limit=${keep}`);
+      const held = new Set(page.items.map((it) => String(it.id)));
+      for (const [id, it] of this.items) {
+        if (Number(it.seq) > from && Number(it.seq) <= seq && !held.has(id)) this.items.delete(id);
+      }
       for (const it of page.items) this.add(it, false);
+      this.seq = Math.max(this.seq ?? 0, seq);
       this.render();
     } catch (e) { notice(e.message); }
   },
 
   add(item, render = true) {
+    if (this.gone.has(String(item.id))) return;  // a delete overtook this read
     this.items.set(String(item.id), item);
-    this.seq = Math.max(this.seq, Number(item.seq));
+    this.seq = Math.max(this.seq ?? 0, Number(item.seq));
     if (render) this.render();
   },
 
@@ -195,14 +237,16 @@ const clipboard = {
     const sorted = [...this.items.values()].sort((a, b) => Number(b.seq) - Number(a.seq));
     list.replaceChildren(...sorted.map((it) => el("li", { "data-seq": it.seq },
       el("pre", {}, it.content),
-      el("div", { class: "meta" }, `#${it.seq} · ${when(it.created_at)} · from device ${it.source_device_id}`),
+      el("div", { class: "meta" }, `#${it.seq} · ${when(it.created_at)} · from ${deviceNames.get(String(it.source_device_id)) ?? "device " + it.source_device_id}`),
       el("div", { class: "row" },
         el("button", { type: "button", onclick: (ev) => {
-          navigator.clipboard?.writeText(it.content).then(() => { ev.target.textContent = "Copied"; },
+          const b = ev.currentTarget;
+          if (!navigator.clipboard) { notice("This browser has no clipboard access here (it needs https or localhost)."); return; }
+          navigator.clipboard.writeText(it.content).then(() => { b.textContent = "Copied"; },
             () => notice("The browser did not allow copying."));
         } }, "Copy"),
         el("button", { type: "button", onclick: async () => {
-          try { await api("DELETE", `/v1/clipboard/${it.id}`); this.items.delete(String(it.id)); this.render(); }
+          try { await api("DELETE", `/v1/clipboard/${it.id}`); this.gone.add(String(it.id)); this.items.delete(String(it.id)); this.render(); }
           catch (e) { notice(e.message); }
         } }, "Delete")))));
   },
@@ -220,8 +264,8 @@ const chat = { current: null, abort: null };
 async function loadConversations() {
   const { conversations } = await api("GET", "/v1/chat/conversations");
   $("#conv-list").replaceChildren(...conversations.map((c) => el("li", {},
-    el("button", { type: "button", "aria-current": String(c.id) === String(chat.current) ? "true" : "false",
-                   onclick: () => openConversation(c.id) }, c.title || `Conversation ${c.id}`))));
+    el("button", { type: "button", "data-id": c.id, "aria-current": String(c.id) === String(chat.current) ? "true" : "false",
+                   onclick: () => openConversation(c.id).catch((e) => notice(e.message)) }, c.title || `Conversation ${c.id}`))));
 }
 
 function messageNode(m) {
@@ -245,16 +289,21 @@ async function* sseEvents(body) {
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
-    buf += value;
+    buf += value.replace(/\r\n?/g, "\n");
     let cut;
     while ((cut = buf.indexOf("\n\n")) >= 0) {
       const block = buf.slice(0, cut); buf = buf.slice(cut + 2);
-      let event = "message", data = "";
+      let event = "message", data = null;
       for (const line of block.split("\n")) {
         if (line.startsWith("event:")) event = line.slice(6).trim();
-        else if (line.startsWith("data:")) data += line.slice(5).trimStart();
+        else if (line.startsWith("data:")) {
+          const part = line.slice(5).replace(/^ /, "");
+          data = data === null ? part : data + "\n" + part;
+        }
       }
-      yield { event, data: data ? JSON.parse(data) : null };
+      // a block without data (the gateway's ": keep-alive" comment) is no event
+      if (data === null) continue;
+      yield { event, data: JSON.parse(data) };
     }
   }
 }
@@ -275,10 +324,18 @@ async function sendMessage(content) {
     });
     if (!res.ok) {
       const data = await res.json().catch(() => null);
+      if (res.status === 401) logout("Your session ended (device revoked or token expired).");
       throw new ApiError(res.status, data?.error?.code, data?.error?.message || res.statusText);
+    }
+    if (!(res.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
+      // a server without streaming answers with the whole reply at once
+      const data = await res.json();
+      list.append(messageNode(data.user_message), messageNode(data.assistant_message));
+      return;
     }
     for await (const { event, data } of sseEvents(res.body)) {
       if (event === "message") {
+        if (chat.current !== id) continue;  // another conversation is open now
         list.append(messageNode(data.user_message));
         answer = messageNode({ id: data.assistant_message_id, role: "assistant", content: "", status: "streaming" });
         answer.textContent = "";
@@ -332,9 +389,12 @@ const operator = {
   render(h, metrics) {
     const st = $("#op-status");
     st.textContent = h.status; st.className = "state " + (h.status === "ok" ? "ok" : h.status === "degraded" ? "warn" : "bad");
-    const sockets = this.gauge(metrics, "websocket"), streams = this.gauge(metrics, "stream");
-    $("#op-summary").replaceChildren(
-      this.card("Gateway", [["open WebSockets", sockets ?? "—"], ["active streams", streams ?? "—"]]),
+    const gw = h.gateway || {};
+    const sockets = gw.websockets ?? this.gauge(metrics, "websocket"), streams = gw.streams ?? this.gauge(metrics, "stream");
+    const summary = this.card("Gateway", [["open WebSockets", sockets ?? "—"], ["active streams", streams ?? "—"],
+                                          ["connections", gw.connections ?? "—"], ["pending", gw.pending ?? "—"]]);
+    summary.dataset.gateway = "";
+    $("#op-summary").replaceChildren(summary,
       this.card("Broker", [["uptime", h.broker?.uptime_s != null ? `${h.broker.uptime_s} s` : "—"]]));
     const pools = h.pools || [];
     $("#op-pools").replaceChildren(...pools.map((p) => {
@@ -345,13 +405,18 @@ const operator = {
       if (hist.length > this.keep) hist.shift();
       this.history.set(name, hist);
       const fields = ["pool_size", "max_overflow", "checked_out", "overflow", "idle", "invalid", "waiting", "reconnects", "errors"];
-      const card = this.card(name, fields.filter((f) => f in p).map((f) => [f, p[f]]));
+      const rows = fields.filter((f) => f in p).map((f) => [f, p[f]]);
+      if ("latency_p99_ms" in p) rows.push(["latency p99", `${Number(p.latency_p99_ms).toFixed(1)} ms`]);
+      if (p.db_up === false) rows.unshift(["database", "down"]);
+      const card = this.card(name, rows);
       card.dataset.worker = name;
+      if (p.db_up === false) card.classList.add("down");
       const used = cap ? (p.checked_out || 0) / cap : 0;
       const bar = el("div", { style: `width:${Math.round(used * 100)}%`, class: used > 0.9 ? "bad" : used > 0.6 ? "warn" : "" });
       card.append(el("div", { class: "gauge", role: "meter", "aria-label": `${name} connections in use`,
                               "aria-valuemin": 0, "aria-valuemax": cap, "aria-valuenow": p.checked_out || 0 }, bar),
-                  this.spark(hist, Math.max(cap, 1), `${name} checked out over the last minutes`));
+                  this.spark(hist, Math.max(cap, 1), `${name} checked out over the last minutes`),
+                  el("div", { class: "spark-label", "aria-hidden": "true" }, `checked out over the last ${hist.length * 2 < 120 ? hist.length * 2 + " s" : Math.round(hist.length / 30) + " min"} (of ${cap})`));
       return card;
     }));
     const services = h.services || {};
@@ -384,7 +449,7 @@ const operator = {
 $("#login-device").value = defaultDeviceName();
 $("#login-form").addEventListener("submit", (e) => { e.preventDefault(); login(false); });
 $("#signup-submit").addEventListener("click", () => { if ($("#login-form").reportValidity()) login(true); });
-$("#logout").addEventListener("click", () => logout());
+$("#logout").addEventListener("click", () => logout("", true));
 for (const b of document.querySelectorAll("nav button")) b.addEventListener("click", () => show(b.dataset.view));
 $("#clip-form").addEventListener("submit", async (e) => {
   e.preventDefault();
@@ -409,6 +474,10 @@ $("#msg-form").addEventListener("submit", (e) => {
   sendMessage(text);
 });
 $("#msg-stop").addEventListener("click", () => chat.abort?.abort());
+// Ctrl+Enter (Cmd+Enter) sends; Enter alone keeps adding lines
+$("#msg-content").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && !$("#msg-send").disabled) $("#msg-form").requestSubmit();
+});
 
 refreshHeader();
 if (store.session) clipboard.start();

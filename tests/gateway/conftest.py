@@ -5,7 +5,11 @@ once per test session.
         ann = stack.user()                  # a new user with one device (session)
         phone = stack.device(ann)           # a second device of the same user
         r = stack.post("/v1/clipboard", {"content": "x"}, token=ann.token)
+
+chat_stack is the same with a stream worker, started once per test module.
 """
+import tempfile
+
 import pytest
 
 from mariadb import MariaDB
@@ -23,6 +27,17 @@ def mariadb():
 @pytest.fixture(scope="session")
 def stack(mariadb):
     s = Stack(mariadb)
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def chat_stack(mariadb):
+    """The whole stack with a stream worker (echo provider). Its journal folder is
+    fixed, so a stream worker started after one was killed adopts its journal."""
+    s = Stack(mariadb, chat=True,
+              chat_settings={"journal_dir": tempfile.mkdtemp(prefix="chat-journal-")})
     s.start()
     yield s
     s.stop()

@@ -192,6 +192,12 @@ static void test_validate(void)
     CHECK(mp_get_bool(mp_get(&o, "args"), "stream", &b) && b);
     CHECK(s_validate(ROUTE_MSG_CREATE, "3", "{\"content\":\"hi\",\"stream\":1}", NULL, 0, NULL,
                      &zone, &o, &err) == 400);
+    /* a chat answer is never resent by the broker, key or not: the stream worker
+       does not take the key to the database */
+    CHECK(s_validate(ROUTE_MSG_CREATE, "3", "{\"content\":\"hi\",\"stream\":false}", NULL, 0,
+                     "key-2", &zone, &o, &err) == 0);
+    CHECK(mp_get_bool(&o, "idempotent", &b) && !b);
+    CHECK(mp_get_bool(mp_get(&o, "args"), "stream", &b) && !b);
 
     int64_t after;
     const char *token;
