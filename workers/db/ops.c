@@ -293,6 +293,10 @@ static void s_on_done(conn_t *conn, void *arg)
 static void s_on_conn(pool_waiter_t *waiter, conn_t *conn)
 {
     dbop_t *op = waiter->arg;
+    if (!conn) {
+        dbop_error(op, 503, "unavailable", "the database is unreachable; retry later");
+        return;
+    }
     op->conn = conn;
     op->start(op);
 }

@@ -160,6 +160,20 @@ static void s_close(pool_t *self, size_t index, bool lost, const char *reason)
 
 static void s_on_setup(conn_t *conn, void *arg);
 
+/*  The server cannot be reached: nobody waiting can be served before a probe
+    succeeds, after the backoff (up to backoff_max_ms). They are told now (ready
+    with NULL), so their clients get a fast 503 instead of a 504 at their deadline
+    (issue 7: no waiting on a database that is down). */
+static void s_fail_waiters(pool_t *self)
+{
+    pool_waiter_t *w;
+    while ((w = zlistx_first(self->waiters))) {
+        zlistx_delete(self->waiters, w->handle);
+        w->handle = NULL;
+        w->ready(w, NULL);
+    }
+}
+
 static void s_on_connect(conn_t *conn, void *arg)
 {
     s_slot_t *slot = arg;
@@ -179,6 +193,7 @@ static void s_on_connect(conn_t *conn, void *arg)
             self->backoff_ms = self->config.backoff_max_ms;
         self->slots[index] = NULL;
         zlistx_add_end(self->dead, slot);
+        s_fail_waiters(self); /* last: their replies may check out or return */
         return;
     }
     if (!self->server_up)
@@ -350,6 +365,11 @@ static void s_dispatch(pool_t *self)
 
 void pool_checkout(pool_t *self, pool_waiter_t *waiter)
 {
+    if (!self->server_up && self->idle_count == 0) {
+        waiter->handle = NULL;
+        waiter->ready(waiter, NULL); /* down, nothing open: refused at once */
+        return;
+    }
     waiter->handle = zlistx_add_end(self->waiters, waiter);
     s_dispatch(self);
 }

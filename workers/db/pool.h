@@ -42,7 +42,7 @@ typedef struct pool_t pool_t;
 typedef struct pool_waiter_t pool_waiter_t;
 typedef void(pool_ready_fn)(pool_waiter_t *waiter, conn_t *conn);
 struct pool_waiter_t {
-    pool_ready_fn *ready; /* called once with a connection, or NULL when cancelled */
+    pool_ready_fn *ready; /* called once: a connection, or NULL when the server is down */
     void *arg;
     bool verify;  /* ping the connection first whatever its idle time (a retry's) */
     void *handle; /* private: position in the waiting queue */
@@ -56,7 +56,9 @@ void pool_destroy(pool_t **self_p);
 void pool_start(pool_t *self);
 
 /*  Asks for a connection: waiter->ready runs when one is ready, perhaps before
-    this returns. Requests are served in arrival order. */
+    this returns. Requests are served in arrival order. While the server is
+    unreachable (a connect attempt failed) ready gets NULL at once, and so do the
+    waiters when a connect attempt fails: answer them 503, do not wait. */
 void pool_checkout(pool_t *self, pool_waiter_t *waiter);
 /* Withdraws a waiter that has not been served; ready is not called. */
 void pool_cancel(pool_t *self, pool_waiter_t *waiter);
