@@ -243,6 +243,19 @@ void upstream_janitor(upstream_t *self, int64_t now_ms)
     zlist_destroy(&expired);
 }
 
+size_t upstream_fail_all(upstream_t *self, int status, const char *code, const char *message)
+{
+    size_t n = 0;
+    upstream_call_t *call;
+    /* one at a time from the top: a callback may cancel other calls */
+    while ((call = zhashx_first(self->pending))) {
+        zhashx_delete(self->pending, call->id);
+        s_fail(self, call, status, code, message);
+        n++;
+    }
+    return n;
+}
+
 size_t upstream_pending(const upstream_t *self)
 {
     return zhashx_size(self->pending);

@@ -45,6 +45,10 @@ void upstream_drain(upstream_t *self);
 /* Fails calls whose deadline passed more than a grace period ago. */
 void upstream_janitor(upstream_t *self, int64_t now_ms);
 
+/*  Fails every pending call now with status/code/message (the end of a drain:
+    each caller still answers its client). Returns how many there were. */
+size_t upstream_fail_all(upstream_t *self, int status, const char *code, const char *message);
+
 size_t upstream_pending(const upstream_t *self);
 
 #endif

@@ -32,7 +32,6 @@ from load import Load
 
 OUTAGE = {}          # test_mariadb_outage's requests during the outage, for the next test
 FAST_503_S = 2.5     # "fast": within half the 5 s deadline (the db_up heartbeat is 1 s)
-GATEWAY_DRAIN_S = 3.0  # the gateway's drain_ms default
 RECOVERY_S = 15.0    # the stated bound: normal service this long after a fault ends
 STREAMING_S = 15.0   # no chat answer left `streaming` this long after a fault ends
 
@@ -63,13 +62,9 @@ def run(make_stack, mariadb, database, report, capsys, name, fault, allowed_5xx=
         # failure (a request already accepted that was cut off still is)
         problems = [p for p in problems if "connection failed" not in p]
         cut = [r for r in ld.results if r.status == -1 and r.start < ctx[refused_after]]
-        # Known gateway bug (docs/faults.md): at the end of its drain_ms the gateway
-        # closes connections whose request is still pending without answering them
-        # (a chat answer still running then). Kept apart, reported as xfail below.
-        drain_end = ctx[refused_after] + GATEWAY_DRAIN_S - 0.1
-        known = [r for r in cut if r.end >= drain_end]
-        problems += ["%s cut off mid-request: %s" % (r.kind, r.note) for r in cut
-                     if r not in known]
+        # at the end of its drain the gateway answers what is still pending 503, so
+        # a request it had accepted is never cut off without an answer
+        problems += ["%s cut off mid-request: %s" % (r.kind, r.note) for r in cut]
     if not check_ws:
         row["ws_missing"] = None
     elif row["ws_missing"]:
@@ -87,10 +82,6 @@ def run(make_stack, mariadb, database, report, capsys, name, fault, allowed_5xx=
         for p in problems[:20]:
             print("  PROBLEM: " + p)
     assert not problems, "\n".join(problems[:20])
-    if refused_after is not None and known:
-        pytest.xfail("gateway bug: %d request(s) still pending when its %.0f s drain ended "
-                     "were closed without a response (%s); everything else held"
-                     % (len(known), GATEWAY_DRAIN_S, ", ".join(r.kind for r in known)))
     return s, ld, row, ctx
 
 
