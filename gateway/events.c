@@ -25,7 +25,20 @@ struct events_t {
     msgpack_zone zone;
     bool draining;
     uint64_t received;
+    /* Every worker publishes to every broker, so each event arrives once per
+       broker: a copy byte-identical to one seen in the last S_DEDUPE_MS is
+       dropped (events carry what makes them unique: item.seq, ids). */
+    zhashx_t *seen; /* hash of topic + body (hex) -> time seen + 1 */
+    zlistx_t *fifo; /* s_seen_t, oldest first */
+    uint64_t duplicates;
 };
+
+#define S_DEDUPE_MS 2000
+
+typedef struct {
+    char key[17];
+    int64_t at;
+} s_seen_t;
 
 static void s_on_poll(uv_poll_t *handle, int status, int events)
 {
@@ -70,6 +83,10 @@ events_t *events_new(uv_loop_t *loop, const char *endpoints, int64_t settle_ms, 
         free(self);
         return NULL;
     }
+    self->seen = zhashx_new();
+    zhashx_set_destructor(self->seen, NULL);
+    self->fifo = zlistx_new();
+    zlistx_set_destructor(self->fifo, s_topic_free);
     self->topics = zhashx_new();
     zhashx_set_destructor(self->topics, s_topic_free);
     self->settle_ms = settle_ms;
@@ -95,6 +112,8 @@ void events_destroy(events_t **self_p)
         return;
     events_t *self = *self_p;
     zhashx_destroy(&self->topics);
+    zhashx_destroy(&self->seen);
+    zlistx_destroy(&self->fifo);
     msgpack_zone_destroy(&self->zone);
     uv_poll_stop(&self->poll);
     uv_close((uv_handle_t *)&self->poll, s_poll_closed);
@@ -156,6 +175,39 @@ static int64_t s_user_of(smp_bytes_t topic)
     return id;
 }
 
+/* true when msg is a copy of an event seen in the last S_DEDUPE_MS */
+static bool s_duplicate(events_t *self, zmsg_t *msg)
+{
+    int64_t now = clock_now_ms();
+    s_seen_t *old;
+    while ((old = zlistx_first(self->fifo)) && now - old->at > S_DEDUPE_MS) {
+        if ((intptr_t)zhashx_lookup(self->seen, old->key) == old->at + 1)
+            zhashx_delete(self->seen, old->key);
+        zlistx_delete(self->fifo, zlistx_cursor(self->fifo));
+    }
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a over every frame, lengths included */
+    for (zframe_t *f = zmsg_first(msg); f; f = zmsg_next(msg)) {
+        size_t n = zframe_size(f);
+        const uint8_t *d = zframe_data(f);
+        for (size_t i = 0; i < sizeof n; i++)
+            h = (h ^ ((n >> (8 * i)) & 0xff)) * 1099511628211ULL;
+        for (size_t i = 0; i < n; i++)
+            h = (h ^ d[i]) * 1099511628211ULL;
+    }
+    s_seen_t *seen = calloc(1, sizeof *seen);
+    if (!seen)
+        return false; /* no memory to remember it: deliver, a duplicate beats a loss */
+    snprintf(seen->key, sizeof seen->key, "%016" PRIx64, h);
+    if (zhashx_lookup(self->seen, seen->key)) {
+        free(seen);
+        return true;
+    }
+    seen->at = now;
+    zhashx_update(self->seen, seen->key, (void *)(intptr_t)(now + 1));
+    zlistx_add_end(self->fifo, seen);
+    return false;
+}
+
 void events_drain(events_t *self)
 {
     if (self->draining)
@@ -167,6 +219,11 @@ void events_drain(events_t *self)
         if (!msg)
             break;
         n++;
+        if (s_duplicate(self, msg)) {
+            self->duplicates++;
+            zmsg_destroy(&msg);
+            continue;
+        }
         smp_bytes_t topic;
         msgpack_object body;
         const char *reason = NULL;

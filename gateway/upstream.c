@@ -55,6 +55,10 @@ upstream_t *upstream_new(uv_loop_t *loop, const char *endpoints)
     zsock_set_rcvhwm(self->dealer, 100000);
     zsock_set_sndtimeo(self->dealer, 0);
     zsock_set_rcvtimeo(self->dealer, 0);
+    /* a broker whose link is cut (no FIN ever comes) must stop getting requests:
+       ZeroMQ PINGs each broker and drops the connection after 3 s of silence */
+    zsock_set_heartbeat_ivl(self->dealer, 1000);
+    zsock_set_heartbeat_timeout(self->dealer, 3000);
     char *list = strdup(endpoints);
     int connected = 0;
     for (char *save = NULL, *ep = strtok_r(list, ",", &save); ep; ep = strtok_r(NULL, ",", &save)) {

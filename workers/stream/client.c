@@ -18,6 +18,10 @@
 /* A waiting call with less budget than this left is timed out here instead of sent:
    it would only reach a db worker as it expires, and be aborted there mid-query. */
 #define S_MIN_SEND_MS 250
+/* ZeroMQ-level PINGs to each broker, and how long one may stay silent before its
+   connection is taken for cut (the same numbers as common/client.c) */
+#define S_HEARTBEAT_IVL_MS 1000
+#define S_HEARTBEAT_TTL_MS 3000
 
 typedef enum { S_WAITING, S_SENT } s_state_t;
 
@@ -213,6 +217,14 @@ client_t *client_new(zloop_t *loop, timers_t *timers, const char *endpoints, siz
     zsock_set_sndhwm(self->sock, 100000);
     zsock_set_rcvhwm(self->sock, 100000);
     zsock_set_sndtimeo(self->sock, 0); /* never block the loop */
+    /* Several brokers: a request must only go to one that is connected. Without
+       IMMEDIATE the DEALER keeps a pipe for a broker that died and round-robins
+       every other request into it; without heartbeats a cut link (no FIN ever
+       comes) looks connected for as long as TCP retransmits. With both, a broker
+       that is gone or silent for S_HEARTBEAT_TTL_MS is skipped until it is back. */
+    zsock_set_immediate(self->sock, 1);
+    zsock_set_heartbeat_ivl(self->sock, S_HEARTBEAT_IVL_MS);
+    zsock_set_heartbeat_timeout(self->sock, S_HEARTBEAT_TTL_MS);
     char *list = strdup(endpoints);
     int connected = 0;
     for (char *save = NULL, *ep = strtok_r(list, ", ", &save); ep;
