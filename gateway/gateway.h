@@ -25,6 +25,7 @@ typedef struct listener_t listener_t;
 typedef struct notify_t notify_t;
 typedef struct static_files_t static_files_t;
 typedef struct http_req_t http_req_t;
+typedef struct throttle_t throttle_t;
 
 /* Settings read once at start (docs/config.md, section gateway). */
 typedef struct {
@@ -50,6 +51,14 @@ typedef struct {
     int retry_after_s;           /* Retry-After on 503 */
     int sse_keepalive_s;         /* a comment line on an SSE stream silent this long (0: never) */
     const char *static_dir;      /* web client files served at / ("" : none) */
+    const char *tls_cert;        /* PEM certificate (chain) file; "" : plain HTTP */
+    const char *tls_key;         /* PEM private key file; set with tls_cert or not at all */
+    int token_rate;              /* requests per second per token (0: no limit) */
+    int token_burst;             /* requests a token may make at once */
+    int address_rate;            /* requests per second per client address (0: no limit) */
+    int address_burst;           /* requests an address may make at once */
+    size_t address_max_connections; /* open connections per client address (0: no limit) */
+    size_t ratelimit_max_entries;   /* addresses, and tokens, tracked by the rate limits */
 } gw_config_t;
 
 typedef struct gw_t {
@@ -66,6 +75,8 @@ typedef struct gw_t {
     listener_t *listener;          /* accepts, reads request heads, authenticates upgrades */
     notify_t *notify;              /* the WebSocket actors, by user */
     static_files_t *static_files;  /* the web client, loaded at start */
+    throttle_t *throttle;          /* rate and connection limits per address and token */
+    bool tls;                      /* the port speaks TLS (tls_cert is set) */
     size_t connections;            /* client connections owned by libwebsockets */
     http_req_t *streams;     /* open SSE streams (chat answers), linked through the requests */
     size_t streams_open;     /* how many: sluice_gateway_active_streams */

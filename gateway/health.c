@@ -14,6 +14,7 @@
 #include "mp.h"
 #include "notify.h"
 #include "render.h"
+#include "throttle.h"
 #include "upstream.h"
 #include "validate.h"
 
@@ -64,6 +65,7 @@ static metrics_gauges_t s_gauges(gw_t *gw)
         .upstream_pending = upstream_pending(gw->upstream),
         .topics = events_topics(gw->events),
         .auth_cache_entries = auth_cache_size(gw->auth),
+        .rate_limit_entries = gw->throttle ? throttle_entries(gw->throttle) : 0,
         .events_received = events_received(gw->events),
     };
     return g;

@@ -24,6 +24,7 @@
 #include "render.h"
 #include "slog.h"
 #include "static_files.h"
+#include "throttle.h"
 #include "upstream.h"
 #include "validate.h"
 
@@ -112,6 +113,7 @@ size_t http_format_error(char *buf, size_t size, int status, const char *code, c
                          : status == 404 ? "Not Found"
                          : status == 408 ? "Request Timeout"
                          : status == 413 ? "Payload Too Large"
+                         : status == 429 ? "Too Many Requests"
                          : status == 431 ? "Request Header Fields Too Large"
                          : status == 503 ? "Service Unavailable"
                                          : "Error";
@@ -596,6 +598,12 @@ static void s_start(http_req_t *req)
         s_error(req, 401, "unauthorized", "the Authorization header is not a valid Bearer token");
         return;
     }
+    int wait = throttle_token(gw->throttle, token, len);
+    if (wait) {
+        req->retry_after_s = wait;
+        s_error(req, 429, "rate_limited", "too many requests with this token; retry in %d s", wait);
+        return;
+    }
     auth_result_t r = auth_cache_lookup(gw->auth, token, len, &req->user_id, &req->device_id);
     if (r == AUTH_OK) {
         s_dispatch(req);
@@ -701,6 +709,16 @@ int http_on_request(gw_t *gw, struct lws *wsi, http_req_t **req_p, const char *p
     const char *method = s_method(wsi);
     char allow[48];
     int m = routes_match(method, path, &req->route, req->param, allow, sizeof allow);
+    if (m == 0)
+        req->metric_route = req->route->id;
+    /* every request counts against its address, whatever it asks for */
+    int wait = throttle_request(gw->throttle, lws_get_opaque_user_data(wsi));
+    if (wait) {
+        req->retry_after_s = wait;
+        s_error(req, 429, "rate_limited", "too many requests from your address; retry in %d s",
+                wait);
+        return 0;
+    }
     if (m == 404 && strcmp(method, "GET") == 0) {
         const static_file_t *f = static_files_get(gw->static_files, path);
         if (f) {

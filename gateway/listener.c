@@ -14,6 +14,7 @@
 #include "http_head.h"
 #include "metrics.h"
 #include "slog.h"
+#include "throttle.h"
 #include "validate.h"
 
 #include <arpa/inet.h>
@@ -22,6 +23,7 @@
 #include <libwebsockets.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sodium.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -44,7 +46,8 @@ struct s_pre_t {
     auth_wait_t *wait; /* upgrade waiting for its token check */
     int64_t after;
     char request_id[VALIDATE_REQUEST_ID_MAX + 1];
-    bool done; /* adopted or refused; handles closing */
+    throttle_peer_t *peer; /* its address' connection count, handed on to libwebsockets */
+    bool done;             /* adopted or refused; handles closing */
     s_pre_t *prev, *next;
 };
 
@@ -62,10 +65,20 @@ struct listener_t {
     zhashx_t *preauths; /* "fd" -> preauth_t (owned) */
 };
 
-static void s_free(void **item_p)
+static void s_free_preauth(void **item_p)
 {
-    free(*item_p);
+    preauth_t *pa = *item_p;
+    if (pa && pa->token) {
+        sodium_memzero(pa->token, strlen(pa->token));
+        free(pa->token);
+    }
+    free(pa);
     *item_p = NULL;
+}
+
+static void s_fd_key(char key[16], int fd)
+{
+    snprintf(key, 16, "%d", fd);
 }
 
 /* ---- ending a pre-connection ------------------------------------------------- */
@@ -102,6 +115,15 @@ static void s_pre_end(s_pre_t *pre)
 static void s_refuse_fd(gw_t *gw, int fd, int status, const char *code, const char *message,
                         const char *request_id, int retry_after_s)
 {
+    char reason[32];
+    snprintf(reason, sizeof reason, "http_refused_%d", status);
+    metrics_count(gw->metrics, reason);
+    if (gw->tls && status != 400) {
+        /* a TLS client would read a plain-text answer as a broken handshake
+           anyway: just close (the 400 is for plain HTTP sent to this port) */
+        close(fd);
+        return;
+    }
     char discard[4096];
     for (int i = 0; i < 16 && recv(fd, discard, sizeof discard, MSG_DONTWAIT) > 0; i++)
         ;
@@ -116,30 +138,65 @@ static void s_refuse_fd(gw_t *gw, int fd, int status, const char *code, const ch
         slog_debug("listener: refusal not sent: %s", strerror(errno));
     shutdown(fd, SHUT_WR);
     close(fd);
-    char reason[32];
-    snprintf(reason, sizeof reason, "http_refused_%d", status);
-    metrics_count(gw->metrics, reason);
 }
 
-static void s_refuse(s_pre_t *pre, int status, const char *code, const char *message)
+/* Ends pre and closes its socket (the peer went away, or we give up on it). */
+static void s_close(s_pre_t *pre)
+{
+    gw_t *gw = pre->owner->gw;
+    int fd = pre->fd;
+    throttle_disconnect(gw->throttle, &pre->peer);
+    s_pre_end(pre);
+    close(fd);
+}
+
+static void s_refuse_after(s_pre_t *pre, int status, const char *code, const char *message,
+                           int retry_after_s)
 {
     gw_t *gw = pre->owner->gw;
     int fd = pre->fd;
     const char *rid = pre->request_id;
     char copy[sizeof pre->request_id];
     memcpy(copy, rid, sizeof copy);
+    throttle_disconnect(gw->throttle, &pre->peer);
     s_pre_end(pre);
-    s_refuse_fd(gw, fd, status, code, message, copy, status == 503 ? gw->cfg.retry_after_s : 0);
+    s_refuse_fd(gw, fd, status, code, message, copy, retry_after_s);
+}
+
+static void s_refuse(s_pre_t *pre, int status, const char *code, const char *message)
+{
+    s_refuse_after(pre, status, code, message,
+                   status == 503 ? pre->owner->gw->cfg.retry_after_s : 0);
+}
+
+/* Hands fd to libwebsockets (which does its TLS when the port has it). peer goes
+   with the connection and is let go when libwebsockets destroys it (server.c). */
+static void s_adopt_fd(gw_t *gw, int fd, throttle_peer_t *peer)
+{
+    struct lws *wsi = lws_adopt_socket_vhost(gw->vhost, fd);
+    if (!wsi) {
+        /* over TLS this is the client's doing: its handshake failed at once */
+        if (gw->tls) {
+            metrics_count(gw->metrics, "tls_handshake_failed");
+            slog_debug("listener: TLS handshake failed");
+        } else {
+            slog_warn("listener: libwebsockets refused a connection");
+        }
+        throttle_disconnect(gw->throttle, &peer);
+        return;
+    }
+    lws_set_opaque_user_data(wsi, peer);
 }
 
 static void s_adopt(s_pre_t *pre)
 {
     gw_t *gw = pre->owner->gw;
     int fd = pre->fd;
+    throttle_peer_t *peer = pre->peer;
+    pre->peer = NULL;
     s_pre_end(pre);
     /* our poll on fd is stopped, so libwebsockets' own can take its place */
-    if (!lws_adopt_socket_vhost(gw->vhost, fd))
-        slog_warn("listener: libwebsockets refused a connection");
+    s_adopt_fd(gw, fd, peer);
 }
 
 /* ---- the head --------------------------------------------------------------- */
@@ -149,7 +206,8 @@ static void s_on_auth(void *arg, const auth_answer_t *a)
     s_pre_t *pre = arg;
     pre->wait = NULL;
     if (a->result == AUTH_OK) {
-        preauth_t pa = {a->user_id, a->device_id, pre->after, clock_now_ms() + S_PREAUTH_TTL_MS};
+        preauth_t pa = {a->user_id, a->device_id, pre->after, clock_now_ms() + S_PREAUTH_TTL_MS,
+                        NULL};
         listener_put_preauth(pre->owner, pre->fd, &pa);
         s_adopt(pre);
     } else if (a->result == AUTH_DENIED) {
@@ -169,6 +227,12 @@ static void s_upgrade(s_pre_t *pre, http_head_t *head)
 {
     listener_t *self = pre->owner;
     gw_t *gw = self->gw;
+    int wait = throttle_request(gw->throttle, pre->peer);
+    if (wait) {
+        s_refuse_after(pre, 429, "rate_limited", "too many requests from your address; slow down",
+                       wait);
+        return;
+    }
     gw_err_t err;
     const char *token = NULL;
     size_t token_len = 0;
@@ -189,6 +253,12 @@ static void s_upgrade(s_pre_t *pre, http_head_t *head)
         s_refuse(pre, 401, "unauthorized", "the token is malformed");
         return;
     }
+    wait = throttle_token(gw->throttle, token, token_len);
+    if (wait) {
+        s_refuse_after(pre, 429, "rate_limited", "too many requests with this token; slow down",
+                       wait);
+        return;
+    }
     if (gw->stopping) {
         s_refuse(pre, 503, "unavailable", "this gateway is shutting down; try again");
         return;
@@ -196,7 +266,7 @@ static void s_upgrade(s_pre_t *pre, http_head_t *head)
     int64_t user = 0, device = 0;
     auth_result_t r = auth_cache_lookup(gw->auth, token, token_len, &user, &device);
     if (r == AUTH_OK) {
-        preauth_t pa = {user, device, pre->after, clock_now_ms() + S_PREAUTH_TTL_MS};
+        preauth_t pa = {user, device, pre->after, clock_now_ms() + S_PREAUTH_TTL_MS, NULL};
         listener_put_preauth(self, pre->fd, &pa);
         s_adopt(pre);
     } else if (r == AUTH_DENIED) {
@@ -221,9 +291,7 @@ static void s_on_readable(uv_poll_t *poll, int status, int events)
     (void)events;
     s_pre_t *pre = poll->data;
     if (status < 0) {
-        int fd = pre->fd;
-        s_pre_end(pre);
-        close(fd);
+        s_close(pre);
         return;
     }
     s_peek(pre);
@@ -235,13 +303,21 @@ static void s_peek(s_pre_t *pre)
     size_t max = self->gw->cfg.max_header_bytes;
     ssize_t n = recv(pre->fd, self->peek, max, MSG_PEEK | MSG_DONTWAIT);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-        int fd = pre->fd;
-        s_pre_end(pre);
-        close(fd);
+        s_close(pre);
         return;
     }
     if (n < 0)
         return; /* spurious wakeup */
+    if (self->gw->tls) {
+        /* Encrypted: nothing to peek at. A TLS handshake starts with a handshake
+           record (0x16); anything else is most likely plain HTTP sent to the
+           HTTPS port, which gets a plain answer that says so. */
+        if ((unsigned char)self->peek[0] == 0x16)
+            s_adopt(pre);
+        else
+            s_refuse(pre, 400, "bad_request", "this port speaks HTTPS: use https:// or wss://");
+        return;
+    }
     /* only a GET can be an upgrade: anything else goes straight to libwebsockets */
     size_t cmp = (size_t)n < 4 ? (size_t)n : 4;
     if (memcmp(self->peek, "GET ", cmp) != 0) {
@@ -327,6 +403,11 @@ static void s_on_accept(uv_poll_t *poll, int status, int events)
             }
             return;
         }
+        /* A preauth left for this descriptor number by a closed connection (an
+           upgrade that failed after its token was checked) is not this one's. */
+        char key[16];
+        s_fd_key(key, fd);
+        zhashx_delete(self->preauths, key);
         if (gw->stopping) {
             s_refuse_fd(gw, fd, 503, "unavailable", "this gateway is shutting down; try again",
                         NULL, gw->cfg.retry_after_s);
@@ -337,6 +418,13 @@ static void s_on_accept(uv_poll_t *poll, int status, int events)
                         gw->cfg.retry_after_s);
             continue;
         }
+        bool refused = false;
+        throttle_peer_t *peer = throttle_connect(gw->throttle, fd, &refused);
+        if (refused) {
+            s_refuse_fd(gw, fd, 429, "rate_limited", "too many connections from your address", NULL,
+                        gw->cfg.retry_after_s);
+            continue;
+        }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         s_pre_t *pre = calloc(1, sizeof *pre);
@@ -344,8 +432,10 @@ static void s_on_accept(uv_poll_t *poll, int status, int events)
         pre->fd = fd;
         pre->started_ms = clock_now_ms();
         pre->after = -1;
+        pre->peer = peer;
         if (uv_poll_init(gw->loop, &pre->poll, fd) != 0) {
             slog_warn("listener: cannot poll a new connection");
+            throttle_disconnect(gw->throttle, &pre->peer);
             close(fd);
             free(pre);
             continue;
@@ -406,7 +496,7 @@ listener_t *listener_new(gw_t *gw)
     self->fd = fd;
     self->peek = malloc(cfg->max_header_bytes);
     self->preauths = zhashx_new();
-    zhashx_set_destructor(self->preauths, s_free);
+    zhashx_set_destructor(self->preauths, s_free_preauth);
     uv_poll_init(gw->loop, &self->poll, fd);
     self->poll.data = self;
     uv_poll_start(&self->poll, UV_READABLE, s_on_accept);
@@ -432,12 +522,8 @@ void listener_stop(listener_t *self)
     uv_close((uv_handle_t *)&self->poll, s_listen_closed);
     uv_timer_stop(&self->pause);
     uv_close((uv_handle_t *)&self->pause, NULL);
-    while (self->pres) {
-        s_pre_t *pre = self->pres;
-        int fd = pre->fd;
-        s_pre_end(pre);
-        close(fd);
-    }
+    while (self->pres)
+        s_close(self->pres);
 }
 
 void listener_destroy(listener_t **self_p)
@@ -450,11 +536,6 @@ void listener_destroy(listener_t **self_p)
     free(self->peek);
     free(self); /* the close callback of the listening poll has run: see main.c */
     *self_p = NULL;
-}
-
-static void s_fd_key(char key[16], int fd)
-{
-    snprintf(key, 16, "%d", fd);
 }
 
 bool listener_peek_preauth(listener_t *self, int fd, preauth_t *out)
@@ -473,6 +554,9 @@ bool listener_take_preauth(listener_t *self, int fd, preauth_t *out)
     bool found = listener_peek_preauth(self, fd, out);
     char key[16];
     s_fd_key(key, fd);
+    preauth_t *pa = zhashx_lookup(self->preauths, key);
+    if (pa && found)
+        pa->token = NULL; /* now the caller's */
     zhashx_delete(self->preauths, key);
     return found;
 }

@@ -25,9 +25,11 @@
 #include "server.h"
 #include "slog.h"
 #include "static_files.h"
+#include "throttle.h"
 #include "upstream.h"
 
 #include <czmq.h>
+#include <errno.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <stdio.h>
@@ -84,6 +86,19 @@ static const config_option_t s_options[] = {
     {"retry_after_s", CONFIG_INT, "1", "Retry-After of a 503"},
     {"drain_ms", CONFIG_INT, "3000", "on SIGTERM, how long requests in flight may take"},
     {"static_dir", CONFIG_STR, SLUICE_STATIC_DIR, "web client files served at / (empty: none)"},
+    {"tls_cert", CONFIG_STR, "",
+     "PEM certificate (chain) file: the port speaks HTTPS and wss (empty: plain HTTP)"},
+    {"tls_key", CONFIG_STR, "", "PEM private key file of tls_cert (both or neither)"},
+    {"token_rate", CONFIG_INT, "0", "requests per second per token; more get 429 (0: no limit)"},
+    {"token_burst", CONFIG_INT, "100", "requests a token may make at once above token_rate"},
+    {"address_rate", CONFIG_INT, "0",
+     "requests (and WebSocket handshakes) per second per client address; more get 429 (0: no "
+     "limit)"},
+    {"address_burst", CONFIG_INT, "200", "requests an address may make at once above address_rate"},
+    {"address_max_connections", CONFIG_INT, "0",
+     "open connections per client address; more get 429 (0: no limit)"},
+    {"ratelimit_max_entries", CONFIG_INT, "100000",
+     "addresses, and tokens, the rate limits track; the least recently seen go first"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -97,6 +112,7 @@ typedef struct {
     uv_timer_t janitor;
     uv_prepare_t before_poll;
     int64_t drain_until_ms;
+    bool flush_all;      /* requests were answered at the drain's end: give them time */
     bool streams_ended;  /* the drain is over and open streams got their error event */
     int64_t close_at_ms; /* then: close by this time even if some are not written */
     bool closed;
@@ -168,6 +184,7 @@ static void s_janitor(uv_timer_t *timer)
     upstream_janitor(gw->upstream, now);
     auth_cache_janitor(gw->auth, now);
     listener_janitor(gw->listener, now);
+    throttle_janitor(gw->throttle, now);
     http_janitor(gw, now);
     if (!gw->stopping)
         return;
@@ -177,10 +194,18 @@ static void s_janitor(uv_timer_t *timer)
         if (gw->streams_open)
             slog_info("gateway: drain over: ending %zu chat streams", gw->streams_open);
         http_end_streams(gw);
+        /* requests still waiting get their 503 (with Retry-After) rather than a
+           closed connection; the flush delay below lets it be written */
+        size_t failed = upstream_fail_all(gw->upstream, 503, "unavailable",
+                                          "this gateway is stopping; try again");
+        if (failed)
+            slog_info("gateway: drain over: answered %zu waiting requests 503", failed);
+        m->flush_all = failed > 0;
     }
     bool idle = notify_count(gw->notify) == 0 && upstream_pending(gw->upstream) == 0 &&
                 gw->streams_open == 0;
-    if (idle || (m->streams_ended && (gw->streams_open == 0 || now >= m->close_at_ms)))
+    if (idle ||
+        (m->streams_ended && ((gw->streams_open == 0 && !m->flush_all) || now >= m->close_at_ms)))
         s_close_all(m);
 }
 
@@ -195,6 +220,31 @@ static void s_on_signal(uv_signal_t *handle, int signum)
     m->drain_until_ms = clock_now_ms() + config_int(m->config, "drain_ms");
     listener_stop(gw->listener);
     notify_shutdown(gw->notify);
+}
+
+/* Both TLS files or neither, and both readable: a clear word at start rather
+   than a vague failure of libwebsockets. Whether they hold a valid certificate
+   and its key is checked when the vhost loads them (server_start). */
+static int s_check_tls(gw_config_t *cfg)
+{
+    bool cert = cfg->tls_cert[0] != 0, key = cfg->tls_key[0] != 0;
+    if (cert != key) {
+        fprintf(stderr, "sluice-gateway: tls_cert and tls_key go together: %s is set, %s is not\n",
+                cert ? "tls_cert" : "tls_key", cert ? "tls_key" : "tls_cert");
+        return -1;
+    }
+    const char *files[2] = {cfg->tls_cert, cfg->tls_key};
+    const char *names[2] = {"tls_cert", "tls_key"};
+    for (int i = 0; cert && i < 2; i++) {
+        FILE *f = fopen(files[i], "r");
+        if (!f) {
+            fprintf(stderr, "sluice-gateway: %s: cannot read %s: %s\n", names[i], files[i],
+                    strerror(errno));
+            return -1;
+        }
+        fclose(f);
+    }
+    return 0;
 }
 
 static int s_load(s_main_t *m)
@@ -224,6 +274,28 @@ static int s_load(s_main_t *m)
     cfg->sse_keepalive_s = (int)config_int(c, "sse_keepalive_s");
     int64_t chat_deadline = config_int(c, "chat_deadline_ms");
     cfg->static_dir = config_str(c, "static_dir");
+    cfg->tls_cert = config_str(c, "tls_cert");
+    cfg->tls_key = config_str(c, "tls_key");
+    cfg->token_rate = (int)config_int(c, "token_rate");
+    cfg->token_burst = (int)config_int(c, "token_burst");
+    cfg->address_rate = (int)config_int(c, "address_rate");
+    cfg->address_burst = (int)config_int(c, "address_burst");
+    int64_t per_address = config_int(c, "address_max_connections");
+    int64_t rl_entries = config_int(c, "ratelimit_max_entries");
+    if (config_int(c, "token_rate") < 0 || config_int(c, "token_rate") > 1000000 ||
+        config_int(c, "address_rate") < 0 || config_int(c, "address_rate") > 1000000 ||
+        config_int(c, "token_burst") < 1 || config_int(c, "token_burst") > 1000000 ||
+        config_int(c, "address_burst") < 1 || config_int(c, "address_burst") > 1000000 ||
+        per_address < 0 || rl_entries < 1 || rl_entries > 100000000) {
+        fprintf(stderr, "sluice-gateway: a rate limit setting is out of range: token_rate and "
+                        "address_rate 0-1000000, token_burst and address_burst 1-1000000, "
+                        "address_max_connections >= 0, ratelimit_max_entries 1-100000000\n");
+        return -1;
+    }
+    cfg->address_max_connections = (size_t)per_address;
+    cfg->ratelimit_max_entries = (size_t)rl_entries;
+    if (s_check_tls(cfg) != 0)
+        return -1;
     int64_t deadline = config_int(c, "deadline_ms");
     if (cfg->port < 0 || cfg->port > 65535 || cfg->max_header_bytes < 1024 ||
         cfg->max_header_bytes > 65535 || cfg->max_ws_message_bytes < 16 || deadline < 1 ||
@@ -281,6 +353,8 @@ int main(int argc, char **argv)
     int exit_code = 1;
 
     gw->metrics = metrics_new();
+    gw->tls = gw->cfg.tls_cert[0] != 0;
+    gw->throttle = throttle_new(gw);
     gw->static_files = static_files_new(gw->cfg.static_dir);
     gw->upstream = upstream_new(gw->loop, config_str(m.config, "frontend"));
     gw->events = events_new(gw->loop, config_str(m.config, "events_out"),
@@ -291,7 +365,7 @@ int main(int argc, char **argv)
         gw->auth = auth_cache_new(gw->upstream, gw->events, &acfg);
     if (gw->auth)
         gw->notify = notify_new(gw);
-    if (!gw->static_files || !gw->notify || server_start(gw) != 0 ||
+    if (!gw->static_files || !gw->notify || !gw->throttle || server_start(gw) != 0 ||
         !(gw->listener = listener_new(gw))) {
         slog_error("gateway: start failed");
         goto out;
@@ -309,8 +383,8 @@ int main(int argc, char **argv)
     m.before_poll.data = gw;
     uv_prepare_start(&m.before_poll, s_before_poll);
 
-    slog_info("gateway: listening on http://%s:%d (brokers %s)", gw->cfg.host, gw->cfg.port,
-              config_str(m.config, "frontend"));
+    slog_info("gateway: listening on %s://%s:%d (brokers %s)", gw->tls ? "https" : "http",
+              gw->cfg.host, gw->cfg.port, config_str(m.config, "frontend"));
     uv_run(gw->loop, UV_RUN_DEFAULT);
     exit_code = 0;
 
@@ -325,6 +399,7 @@ out:
     server_finish(gw);
     uv_run(gw->loop, UV_RUN_DEFAULT);
     listener_destroy(&gw->listener);
+    throttle_destroy(&gw->throttle); /* after every connection closed: they hold peers */
     static_files_destroy(&gw->static_files);
     metrics_destroy(&gw->metrics);
     free(gw->lws_policy);

@@ -14,12 +14,14 @@
 #include "mp.h"
 #include "render.h"
 #include "slog.h"
+#include "throttle.h"
 #include "upstream.h"
 #include "validate.h"
 
 #include <czmq.h>
 #include <inttypes.h>
 #include <libwebsockets.h>
+#include <sodium.h>
 
 #define S_PAGE 100     /* items per replay page */
 #define S_LOW_WATER 16 /* fetch the next replay page when this few are queued */
@@ -29,7 +31,7 @@
 #define S_WRITE_CLOSE 4        /* libwebsockets' internal LWS_WRITE_CLOSE: a close frame */
 #define S_CLOSE_TRY_AGAIN 1013 /* RFC 6455 registry: Try Again Later */
 
-typedef enum { P_SETTLING, P_HELLO, P_REPLAY, P_LIVE, P_CLOSING } s_phase_t;
+typedef enum { P_AUTH, P_SETTLING, P_HELLO, P_REPLAY, P_LIVE, P_CLOSING } s_phase_t;
 typedef enum { K_ITEM, K_DELETED, K_CONTROL } s_kind_t;
 
 /* A text message, queued to be written or held until the actor goes live. */
@@ -52,8 +54,9 @@ typedef struct s_user_t s_user_t;
 struct notify_conn_t {
     notify_t *owner;
     struct lws *wsi;
-    s_user_t *user;
-    notify_conn_t *prev, *next; /* the user's sockets */
+    s_user_t *user;             /* NULL while its token is verified (P_AUTH) */
+    auth_wait_t *auth_wait;     /* P_AUTH: the token check */
+    notify_conn_t *prev, *next; /* the user's sockets, or the sockets in P_AUTH */
     notify_conn_t *settle_next; /* the settling list */
     int64_t device_id;
     int64_t after;     /* ?after=, -1: no replay */
@@ -90,8 +93,9 @@ struct notify_t {
     size_t inflight; /* db ops of sockets in flight, at most cfg.ws_db_max */
     notify_conn_t *wait_head, *wait_tail;
     s_active_t *act_head, *act_tail;
-    zhashx_t *users; /* "<user_id>" -> s_user_t (owned) */
-    size_t count;
+    zhashx_t *users;        /* "<user_id>" -> s_user_t (owned) */
+    notify_conn_t *authing; /* sockets whose token is being verified (P_AUTH) */
+    size_t count;           /* all sockets, authing included */
     notify_conn_t *settling;
     uv_timer_t timer;
     bool timer_running;
@@ -197,6 +201,7 @@ static void s_close(notify_conn_t *c, int code, const char *reason)
     c->phase = P_CLOSING;
     c->close_code = code;
     c->close_reason = reason;
+    auth_cache_cancel(c->owner->gw->auth, &c->auth_wait);
     if (c->call) {
         upstream_cancel(c->owner->gw->upstream, &c->call, false);
         c->owner->inflight--;
@@ -583,7 +588,8 @@ static void s_settle_tick(uv_timer_t *timer)
 /* ---- libwebsockets events ------------------------------------------------------------ */
 
 /* An answer to a refused upgrade, written raw: libwebsockets' own would say HTTP/1.0. */
-static int s_refuse(gw_t *gw, struct lws *wsi, int status, const char *code, const char *message)
+static int s_refuse_after(gw_t *gw, struct lws *wsi, int status, const char *code,
+                          const char *message, int retry_after_s)
 {
     char rid[VALIDATE_REQUEST_ID_MAX + 1];
     int n = lws_hdr_custom_copy(wsi, rid, sizeof rid, "x-request-id:", 13);
@@ -591,12 +597,18 @@ static int s_refuse(gw_t *gw, struct lws *wsi, int status, const char *code, con
         http_new_request_id(gw, rid);
     unsigned char buf[LWS_PRE + 1024];
     size_t len = http_format_error((char *)buf + LWS_PRE, sizeof buf - LWS_PRE, status, code,
-                                   message, rid, status == 503 ? gw->cfg.retry_after_s : 0);
+                                   message, rid, retry_after_s);
     lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_RAW);
     char name[32];
     snprintf(name, sizeof name, "ws_refused_%d", status);
     metrics_count(gw->metrics, name);
     return -1;
+}
+
+static int s_refuse(gw_t *gw, struct lws *wsi, int status, const char *code, const char *message)
+{
+    return s_refuse_after(gw, wsi, status, code, message,
+                          status == 503 ? gw->cfg.retry_after_s : 0);
 }
 
 static void s_ignore_auth(void *arg, const auth_answer_t *a)
@@ -611,12 +623,20 @@ int notify_on_confirm(gw_t *gw, struct lws *wsi)
     if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0 ||
         (strcmp(path, "/v1/sync/notify") != 0 && strcmp(path, "/sync/notify") != 0))
         return s_refuse(gw, wsi, 404, "not_found", "no WebSocket endpoint here");
-    preauth_t pa;
+    preauth_t pa = {0};
     int fd = (int)lws_get_socket_fd(wsi);
     if (listener_peek_preauth(gw->listener, fd, &pa))
-        return 0;
-    /* Not the first request of its connection (the listener only sees that one):
-       the token must be known here already, since we cannot wait for it now. */
+        return 0; /* the listener counted it against the rate limits already */
+    if (gw->stopping)
+        return s_refuse(gw, wsi, 503, "unavailable", "this gateway is shutting down; try again");
+    int wait = throttle_request(gw->throttle, lws_get_opaque_user_data(wsi));
+    if (wait)
+        return s_refuse_after(gw, wsi, 429, "rate_limited",
+                              "too many requests from your address; slow down", wait);
+    /* Not peeked at by the listener: a TLS connection, or not the first request
+       of its connection. libwebsockets answers 101 as soon as this returns, so a
+       token not in the cache cannot be waited for here: over TLS it is verified
+       right after the upgrade, before the socket gets anything (notify_on_open). */
     char args_buf[2048];
     const char *args[S_ARGS_MAX];
     size_t nargs = 0, used = 0;
@@ -639,6 +659,10 @@ int notify_on_confirm(gw_t *gw, struct lws *wsi)
         return s_refuse(gw, wsi, 401, "unauthorized", "the Authorization header is not valid");
     if (!token || !validate_token(token, token_len))
         return s_refuse(gw, wsi, 401, "unauthorized", "a valid token is needed");
+    wait = throttle_token(gw->throttle, token, token_len);
+    if (wait)
+        return s_refuse_after(gw, wsi, 429, "rate_limited",
+                              "too many requests with this token; slow down", wait);
     auth_result_t r = auth_cache_lookup(gw->auth, token, token_len, &pa.user_id, &pa.device_id);
     if (r == AUTH_OK) {
         pa.expires_ms = clock_now_ms() + 10000;
@@ -647,11 +671,82 @@ int notify_on_confirm(gw_t *gw, struct lws *wsi)
     }
     if (r == AUTH_DENIED)
         return s_refuse(gw, wsi, 401, "unauthorized", "the token is unknown or was revoked");
-    /* ask now, so that the client's retry finds the answer cached */
-    auth_wait_t *w = auth_cache_verify(gw->auth, token, token_len, s_ignore_auth, NULL);
-    (void)w; /* it completes on its own; nothing waits on it */
-    return s_refuse(gw, wsi, 503, "unavailable",
-                    "open the WebSocket on a new connection, or retry shortly");
+    if (!gw->tls) {
+        /* plain HTTP: only a later request of a keep-alive connection gets here,
+           which clients do not send; it is refused with 503 and the token is
+           checked meanwhile, so that the retry finds it cached */
+        auth_wait_t *w = auth_cache_verify(gw->auth, token, token_len, s_ignore_auth, NULL);
+        (void)w; /* it completes on its own; nothing waits on it */
+        return s_refuse(gw, wsi, 503, "unavailable",
+                        "open the WebSocket on a new connection, or retry shortly");
+    }
+    pa.expires_ms = clock_now_ms() + 10000;
+    pa.token = strndup(token, token_len);
+    listener_put_preauth(gw->listener, fd, &pa);
+    return 0;
+}
+
+/* The actor of an open socket of this user and device: subscribes, marks the
+   device active and sends the hello (after the subscription settled). */
+static void s_attach(notify_conn_t *c, int64_t user_id, int64_t device_id)
+{
+    notify_t *self = c->owner;
+    gw_t *gw = self->gw;
+    c->device_id = device_id;
+    c->phase = P_SETTLING;
+    char key[24];
+    snprintf(key, sizeof key, "%" PRId64, user_id);
+    s_user_t *u = zhashx_lookup(self->users, key);
+    if (!u) {
+        u = calloc(1, sizeof *u);
+        u->user_id = user_id;
+        zhashx_insert(self->users, key, u);
+        events_subscribe(gw->events, user_id);
+    }
+    c->user = u;
+    c->next = u->conns;
+    if (u->conns)
+        u->conns->prev = c;
+    u->conns = c;
+    u->count++;
+    s_set_active(self, user_id, device_id, true);
+    if (events_ready_at(gw->events, user_id) <= clock_now_ms()) {
+        s_hello(c);
+    } else {
+        c->settle_next = self->settling;
+        self->settling = c;
+        if (!self->timer_running) {
+            uv_timer_start(&self->timer, s_settle_tick, S_SETTLE_TICK_MS, S_SETTLE_TICK_MS);
+            self->timer_running = true;
+        }
+    }
+}
+
+static void s_authing_unlink(notify_conn_t *c)
+{
+    notify_t *self = c->owner;
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (self->authing == c)
+        self->authing = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void s_on_open_auth(void *arg, const auth_answer_t *a)
+{
+    notify_conn_t *c = arg;
+    c->auth_wait = NULL;
+    s_authing_unlink(c);
+    if (a->result == AUTH_OK) {
+        s_attach(c, a->user_id, a->device_id);
+    } else if (a->result == AUTH_DENIED) {
+        metrics_count(c->owner->gw->metrics, "ws_refused_401");
+        s_close(c, S_CLOSE_REVOKED, "unauthorized: the token is unknown or was revoked");
+    } else {
+        s_close(c, S_CLOSE_TRY_AGAIN, "the token could not be verified; try again");
+    }
 }
 
 int notify_on_open(gw_t *gw, struct lws *wsi, notify_conn_t **conn_p)
@@ -666,37 +761,35 @@ int notify_on_open(gw_t *gw, struct lws *wsi, notify_conn_t **conn_p)
     notify_conn_t *c = calloc(1, sizeof *c);
     c->owner = self;
     c->wsi = wsi;
-    c->device_id = pa.device_id;
     c->after = pa.after;
-    c->phase = P_SETTLING;
-    char key[24];
-    snprintf(key, sizeof key, "%" PRId64, pa.user_id);
-    s_user_t *u = zhashx_lookup(self->users, key);
-    if (!u) {
-        u = calloc(1, sizeof *u);
-        u->user_id = pa.user_id;
-        zhashx_insert(self->users, key, u);
-        events_subscribe(gw->events, pa.user_id);
-    }
-    c->user = u;
-    c->next = u->conns;
-    if (u->conns)
-        u->conns->prev = c;
-    u->conns = c;
-    u->count++;
     self->count++;
     *conn_p = c;
-    s_set_active(self, pa.user_id, pa.device_id, true);
-    if (events_ready_at(gw->events, pa.user_id) <= clock_now_ms()) {
-        s_hello(c);
-    } else {
-        c->settle_next = self->settling;
-        self->settling = c;
-        if (!self->timer_running) {
-            uv_timer_start(&self->timer, s_settle_tick, S_SETTLE_TICK_MS, S_SETTLE_TICK_MS);
-            self->timer_running = true;
-        }
+    if (!pa.token) {
+        s_attach(c, pa.user_id, pa.device_id);
+        return 0;
     }
+    /* the token of an upgrade the listener did not see: verify it now; the socket
+       gets nothing before the answer, and a refusal closes it with 4001 */
+    size_t len = strlen(pa.token);
+    int64_t user = 0, device = 0;
+    auth_result_t r = auth_cache_lookup(gw->auth, pa.token, len, &user, &device);
+    c->phase = P_AUTH;
+    c->next = self->authing;
+    if (self->authing)
+        self->authing->prev = c;
+    self->authing = c;
+    if (r == AUTH_MISS) {
+        c->auth_wait = auth_cache_verify(gw->auth, pa.token, len, s_on_open_auth, c);
+        if (!c->auth_wait) {
+            s_authing_unlink(c);
+            s_close(c, S_CLOSE_TRY_AGAIN, "no broker is reachable; try again");
+        }
+    } else {
+        auth_answer_t a = {r == AUTH_OK ? AUTH_OK : AUTH_DENIED, user, device, 0, NULL, NULL};
+        s_on_open_auth(c, &a);
+    }
+    sodium_memzero(pa.token, len);
+    free(pa.token);
     return 0;
 }
 
@@ -810,6 +903,16 @@ void notify_on_closed(notify_conn_t **conn_p)
     s_wait_unlink(self, c);
     s_settle_remove(self, c);
     s_user_t *u = c->user;
+    if (!u) { /* closed before its token was verified */
+        auth_cache_cancel(gw->auth, &c->auth_wait);
+        s_authing_unlink(c);
+        self->count--;
+        s_clear(&c->out);
+        s_clear(&c->held);
+        free(c->rx);
+        free(c);
+        return;
+    }
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -907,6 +1010,11 @@ void notify_device_revoked(notify_t *self, int64_t user_id, int64_t device_id)
 
 void notify_shutdown(notify_t *self)
 {
+    while (self->authing) {
+        notify_conn_t *c = self->authing;
+        s_authing_unlink(c);
+        s_close(c, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down");
+    }
     for (s_user_t *u = zhashx_first(self->users); u; u = zhashx_next(self->users))
         for (notify_conn_t *c = u->conns; c; c = c->next)
             s_close(c, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down");

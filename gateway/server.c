@@ -3,6 +3,7 @@
 #include "http.h"
 #include "notify.h"
 #include "slog.h"
+#include "throttle.h"
 
 #include <libwebsockets.h>
 #include <stdlib.h>
@@ -20,10 +21,14 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     case LWS_CALLBACK_WSI_CREATE:
         gw->connections++;
         return 0;
-    case LWS_CALLBACK_WSI_DESTROY:
+    case LWS_CALLBACK_WSI_DESTROY: {
         if (gw->connections)
             gw->connections--;
+        throttle_peer_t *peer = lws_get_opaque_user_data(wsi); /* set by the listener */
+        lws_set_opaque_user_data(wsi, NULL);
+        throttle_disconnect(gw->throttle, &peer);
         return 0;
+    }
     case LWS_CALLBACK_HTTP:
         return ss ? http_on_request(gw, wsi, &ss->req, (const char *)in) : -1;
     case LWS_CALLBACK_HTTP_BODY:
@@ -90,6 +95,8 @@ int server_start(gw_t *gw)
     }
     gw->lws_policy = policy;
     info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    if (gw->tls)
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.foreign_loops = foreign;
     info.user = gw;
     info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* listener.c accepts */
@@ -100,6 +107,14 @@ int server_start(gw_t *gw)
     info.keepalive_timeout = gw->cfg.keepalive_s;
     info.timeout_secs = 10;
     info.timeout_secs_ah_idle = 70;
+    if (gw->tls) {
+        /* The listener cannot see a TLS connection's request head, so its header
+           timeout ends at the first byte. libwebsockets' "holding a header table
+           without a complete head" timeout takes over from there: a client that
+           finished the handshake has header_timeout_ms to send its head. */
+        int secs = (gw->cfg.header_timeout_ms + 999) / 1000;
+        info.timeout_secs_ah_idle = (unsigned int)(secs < 1 ? 1 : secs);
+    }
     info.retry_and_idle_policy = gw->cfg.ws_ping_s > 0 ? policy : NULL;
     info.vhost_name = "sluice";
     gw->lws = lws_create_context(&info);
@@ -107,9 +122,21 @@ int server_start(gw_t *gw)
         slog_error("server: libwebsockets context could not be created");
         return -1;
     }
+    if (gw->tls) {
+        /* libwebsockets does the TLS of every socket the listener adopts into this
+           vhost. HTTP/1.1 only: an h2 client would bypass what http.c writes. */
+        info.ssl_cert_filepath = gw->cfg.tls_cert;
+        info.ssl_private_key_filepath = gw->cfg.tls_key;
+        info.alpn = "http/1.1";
+    }
     gw->vhost = lws_create_vhost(gw->lws, &info);
     if (!gw->vhost) {
-        slog_error("server: libwebsockets vhost could not be created");
+        if (gw->tls)
+            slog_error("server: TLS: the certificate %s or the key %s could not be loaded (not "
+                       "PEM, or the key does not match the certificate)",
+                       gw->cfg.tls_cert, gw->cfg.tls_key);
+        else
+            slog_error("server: libwebsockets vhost could not be created");
         lws_context_destroy(gw->lws);
         gw->lws = NULL;
         return -1;

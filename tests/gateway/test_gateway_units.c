@@ -5,6 +5,7 @@
 #include "http_head.h"
 #include "metrics.h"
 #include "mp.h"
+#include "ratelimit.h"
 #include "render.h"
 #include "routes.h"
 #include "validate.h"
@@ -319,6 +320,60 @@ static void test_metrics(void)
     CHECK(m == NULL);
 }
 
+static void test_ratelimit(void)
+{
+    CHECK(ratelimit_new(0, 5, 10) == NULL);
+    CHECK(ratelimit_new(1, 0.5, 10) == NULL);
+    CHECK(ratelimit_new(1, 5, 0) == NULL);
+    /* 2 per second, burst 3: three at once, then the fourth waits a second */
+    ratelimit_t *rl = ratelimit_new(2, 3, 4);
+    int64_t t = 1000000;
+    CHECK(ratelimit_take(rl, "a", t) == 0);
+    CHECK(ratelimit_take(rl, "a", t) == 0);
+    CHECK(ratelimit_take(rl, "a", t) == 0);
+    CHECK(ratelimit_take(rl, "a", t) == 1);
+    CHECK(ratelimit_take(rl, "b", t) == 0); /* keys are independent */
+    CHECK(ratelimit_take(rl, "a", t + 499) == 1);
+    CHECK(ratelimit_take(rl, "a", t + 500) == 0); /* one refilled in 500 ms */
+    CHECK(ratelimit_take(rl, "a", t + 500) == 1);
+    /* a slow refill gives a longer Retry-After */
+    ratelimit_t *slow = ratelimit_new(0.25, 1, 4);
+    CHECK(ratelimit_take(slow, "x", t) == 0);
+    CHECK(ratelimit_take(slow, "x", t) == 4);
+    ratelimit_destroy(&slow);
+    /* bounded: a flood of new keys evicts the least recently used */
+    CHECK(ratelimit_size(rl) == 2);
+    CHECK(ratelimit_take(rl, "c", t + 500) == 0);
+    CHECK(ratelimit_take(rl, "d", t + 500) == 0);
+    CHECK(ratelimit_take(rl, "a", t + 500) == 1); /* a is the newest again */
+    CHECK(ratelimit_take(rl, "e", t + 500) == 0); /* evicts b, the oldest */
+    CHECK(ratelimit_size(rl) == 4);
+    CHECK(ratelimit_evicted(rl) == 1);
+    for (int i = 0; i < 1000; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        CHECK(ratelimit_take(rl, key, t + 600) == 0);
+    }
+    CHECK(ratelimit_size(rl) == 4);
+    CHECK(ratelimit_evicted(rl) == 1001);
+    /* idle keys go once their bucket is full again (burst 3 at 2/s: 1500 ms) */
+    CHECK(ratelimit_take(rl, "late", t + 2000) == 0);
+    ratelimit_expire(rl, t + 2100);
+    CHECK(ratelimit_size(rl) == 1); /* the k* keys were last used at t+600 */
+    ratelimit_expire(rl, t + 3499);
+    CHECK(ratelimit_size(rl) == 1);
+    ratelimit_expire(rl, t + 3500);
+    CHECK(ratelimit_size(rl) == 0);
+    /* long keys are cut, not refused */
+    char longkey[200];
+    memset(longkey, 'z', sizeof longkey - 1);
+    longkey[sizeof longkey - 1] = 0;
+    CHECK(ratelimit_take(rl, longkey, t) == 0);
+    ratelimit_destroy(&rl);
+    CHECK(rl == NULL);
+    ratelimit_destroy(&rl);
+}
+
 int main(void)
 {
     test_routes();
@@ -327,5 +382,6 @@ int main(void)
     test_render();
     test_head();
     test_metrics();
+    test_ratelimit();
     CHECK_DONE();
 }
