@@ -5,6 +5,7 @@
     only while it is arriving.
 */
 #include "notify.h"
+#include "notify_msg.h"
 #include "auth_cache.h"
 #include "clock.h"
 #include "events.h"
@@ -69,8 +70,7 @@ struct notify_conn_t {
     notify_conn_t *wait_prev, *wait_next; /* the queue of actors waiting for a turn */
     s_queue_t out;
     s_queue_t held;
-    uint8_t *rx; /* a client message arriving in fragments */
-    size_t rx_len;
+    notify_rx_t rx; /* a client message arriving in fragments */
     int close_code;
     const char *close_reason;
 };
@@ -796,25 +796,11 @@ int notify_on_open(gw_t *gw, struct lws *wsi, notify_conn_t **conn_p)
 /* One whole client message. */
 static void s_on_message(notify_conn_t *c, const uint8_t *data, size_t len, bool binary)
 {
-    if (binary) {
-        s_send_error(c, "bad_request", "messages are JSON text frames");
-        return;
-    }
-    json_error_t jerr;
-    json_t *msg = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &jerr);
-    json_t *type = msg ? json_object_get(msg, "type") : NULL;
-    if (!msg) {
-        char message[200];
-        snprintf(message, sizeof message, "malformed JSON: %s", jerr.text);
-        s_send_error(c, "bad_request", message);
-    } else if (!json_is_object(msg) || !json_is_string(type)) {
-        s_send_error(c, "bad_request", "a message is a JSON object with a string \"type\"");
-    } else if (strcmp(json_string_value(type), "ping") == 0) {
+    char why[200];
+    if (notify_msg_parse(data, len, binary, why, sizeof why) == NOTIFY_MSG_PING)
         s_send_text(c, "{\"type\":\"pong\"}", 15);
-    } else {
-        s_send_error(c, "bad_request", "unknown message type; the only one is \"ping\"");
-    }
-    json_decref(msg);
+    else
+        s_send_error(c, "bad_request", why);
 }
 
 int notify_on_receive(notify_conn_t *c, const void *data, size_t len)
@@ -822,35 +808,27 @@ int notify_on_receive(notify_conn_t *c, const void *data, size_t len)
     if (!c || c->phase == P_CLOSING)
         return 0;
     struct lws *wsi = c->wsi;
-    size_t max = c->owner->gw->cfg.max_ws_message_bytes;
-    size_t total = c->rx_len + len + lws_remaining_packet_payload(wsi);
-    if (total > max) {
-        free(c->rx);
-        c->rx = NULL;
-        c->rx_len = 0;
+    size_t remaining = lws_remaining_packet_payload(wsi);
+    bool last = lws_is_final_fragment(wsi) && remaining == 0;
+    const uint8_t *msg = NULL;
+    size_t msg_len = 0;
+    switch (notify_rx_feed(&c->rx, data, len, last, remaining,
+                           c->owner->gw->cfg.max_ws_message_bytes, &msg, &msg_len)) {
+    case NOTIFY_RX_MORE:
+        return 0;
+    case NOTIFY_RX_MESSAGE:
+        s_on_message(c, msg, msg_len, lws_frame_is_binary(wsi));
+        notify_rx_reset(&c->rx);
+        return 0;
+    case NOTIFY_RX_TOO_BIG:
         metrics_count(c->owner->gw->metrics, "ws_close_1009");
         lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
                          (unsigned char *)"message too large", 17);
         return -1;
+    case NOTIFY_RX_NOMEM:
+        break;
     }
-    bool last = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
-    if (last && c->rx_len == 0) { /* the common case: one frame, one chunk */
-        s_on_message(c, data, len, lws_frame_is_binary(wsi));
-        return 0;
-    }
-    uint8_t *grown = realloc(c->rx, c->rx_len + len + 1);
-    if (!grown)
-        return -1;
-    c->rx = grown;
-    memcpy(c->rx + c->rx_len, data, len);
-    c->rx_len += len;
-    if (last) {
-        s_on_message(c, c->rx, c->rx_len, lws_frame_is_binary(wsi));
-        free(c->rx);
-        c->rx = NULL;
-        c->rx_len = 0;
-    }
-    return 0;
+    return -1;
 }
 
 int notify_on_writeable(notify_conn_t *c)
@@ -909,7 +887,7 @@ void notify_on_closed(notify_conn_t **conn_p)
         self->count--;
         s_clear(&c->out);
         s_clear(&c->held);
-        free(c->rx);
+        notify_rx_reset(&c->rx);
         free(c);
         return;
     }
@@ -936,7 +914,7 @@ void notify_on_closed(notify_conn_t **conn_p)
     }
     s_clear(&c->out);
     s_clear(&c->held);
-    free(c->rx);
+    notify_rx_reset(&c->rx);
     free(c);
     s_pump(self);
 }
