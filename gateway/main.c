@@ -174,6 +174,10 @@ static void s_close_all(s_main_t *m)
     uv_close((uv_handle_t *)&m->sigterm, NULL);
     uv_signal_stop(&m->sigint);
     uv_close((uv_handle_t *)&m->sigint, NULL);
+    /* already stopping: a repeated SIGTERM must not kill the last steps of the
+       close (the default action would, once libuv's handler is gone) */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
 }
 
 static void s_janitor(uv_timer_t *timer)
@@ -202,10 +206,11 @@ static void s_janitor(uv_timer_t *timer)
             slog_info("gateway: drain over: answered %zu waiting requests 503", failed);
         m->flush_all = failed > 0;
     }
+    if (m->flush_all && now < m->close_at_ms)
+        return; /* the 503s just made are still being written */
     bool idle = notify_count(gw->notify) == 0 && upstream_pending(gw->upstream) == 0 &&
                 gw->streams_open == 0;
-    if (idle ||
-        (m->streams_ended && ((gw->streams_open == 0 && !m->flush_all) || now >= m->close_at_ms)))
+    if (idle || (m->streams_ended && (gw->streams_open == 0 || now >= m->close_at_ms)))
         s_close_all(m);
 }
 

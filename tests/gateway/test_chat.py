@@ -405,6 +405,28 @@ def test_sigterm_drains_streams(chat_stack):
         assert m["status"] == "complete" and m["content"] == WORDS
 
 
+def test_sigterm_answers_requests_still_waiting(chat_stack):
+    """A "stream": false answer still running when the drain ends gets a 503 with
+    Retry-After, never a connection closed without a response."""
+    ann = chat_stack.user()
+    with slow_streamworker(chat_stack):
+        gw = Gateway(chat_stack, drain_ms=1000)
+        try:
+            conv = conversation(chat_stack, ann)
+            waiting = Stream(gw.port, ann, conv, {"content": WORDS, "stream": False},
+                             head=False)
+            wait_for("the answer started", lambda: len(messages(chat_stack, ann, conv)) == 2
+                     or None)
+            gw.proc.signal(signal.SIGTERM)
+            while b"\r\n\r\n" not in waiting.buf:
+                assert waiting._fill(), "closed without a response: %r" % waiting.buf
+            waiting.status, waiting.headers, waiting.buf = parse_head(waiting.buf)
+            assert waiting.status == 503 and "retry-after" in waiting.headers, waiting.headers
+            assert waiting.json()["error"]["code"] == "unavailable"
+        finally:
+            gw.stop()  # asserts exit status 0
+
+
 def test_deadline_ends_stream_with_timeout(chat_stack):
     """chat_deadline_ms covers the whole answer: past it the stream ends with an
     error event `timeout`, and the message is stored failed with its text so far."""
