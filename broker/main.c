@@ -1,10 +1,21 @@
-/*  main.c - sluice-broker: settings, then the broker loop. See docs/protocol.md. */
+/*  main.c - sluice-broker: settings, then the broker loop. See docs/protocol.md.
+
+    SIGHUP: the settings are read again (config file, environment, flags) and
+    log_level applied; the others need a restart. The loop (broker.c) owns the
+    router, so the reload runs on a thread of its own here that waits for SIGHUP
+    and touches nothing but the log level (which slog keeps atomically).
+*/
 #include "broker.h"
 #include "config.h"
 #include "slog.h"
 #include "smp.h"
 
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const config_option_t s_options[] = {
     {"frontend", CONFIG_STR, "tcp://127.0.0.1:5550", "ROUTER endpoint clients connect to"},
@@ -21,6 +32,55 @@ static const config_option_t s_options[] = {
     {"pool_service", CONFIG_STR, "db", "workers of this service report pools in sys status"},
     {NULL, 0, NULL, NULL},
 };
+
+/* The reload thread's context; the thread owns applied. */
+typedef struct {
+    const config_t *config; /* as started */
+    config_t *applied;      /* the last configuration a SIGHUP applied; NULL: config */
+    bool stop;              /* set (atomically) before the thread is woken to end */
+} s_reloader_t;
+
+/* One SIGHUP: all or nothing, one line saying what changed or why not. */
+static void s_reload(s_reloader_t *r)
+{
+    const config_t *current = r->applied ? r->applied : r->config;
+    config_t *fresh = NULL;
+    char why[1024];
+    if (config_reload(r->config, &fresh, why, sizeof why) != 0) {
+        slog_error("reload (SIGHUP) rejected, settings unchanged: %s", why);
+        return;
+    }
+    slog_level_t level = SLOG_INFO;
+    slog_level_parse(config_str(fresh, "log_level"), &level);
+    slog_set_level(level);
+    char changed[256] = "", ignored[512] = "";
+    size_t used = 0;
+    if (strcmp(config_str(current, "log_level"), config_str(fresh, "log_level")) != 0)
+        snprintf(changed, sizeof changed, "changed log_level %s -> %s",
+                 config_str(current, "log_level"), config_str(fresh, "log_level"));
+    const char *names[32];
+    size_t n = config_diff(r->config, fresh, names, 32);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], "log_level") != 0 && used < sizeof ignored)
+            used += (size_t)snprintf(ignored + used, sizeof ignored - used, "%s%s",
+                                     used ? ", " : "", names[i]);
+    slog_info("reload (SIGHUP): %s%s%s", *changed ? changed : "nothing to change",
+              used ? "; needs a restart, ignored: " : "", ignored);
+    config_destroy(&r->applied);
+    r->applied = fresh;
+}
+
+static void *s_reloader(void *arg)
+{
+    s_reloader_t *r = arg;
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    int signo;
+    while (sigwait(&hup, &signo) == 0 && !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE))
+        s_reload(r);
+    return NULL;
+}
 
 int main(int argc, char **argv)
 {
@@ -48,13 +108,29 @@ int main(int argc, char **argv)
                 .pool_service = config_str(config, "pool_service"),
             },
     };
-    broker_t *broker = broker_new(&cfg);
-    if (!broker) {
+    /* Every thread made from here on (ZeroMQ's, the reloader) inherits this mask:
+       SIGHUP goes only to the reloader's sigwait, SIGTERM/SIGINT to the loop's
+       signalfd (broker_new). */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    s_reloader_t reloader = {.config = config};
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, s_reloader, &reloader) != 0) {
+        slog_error("cannot start the reload thread");
         config_destroy(&config);
         return 1;
     }
-    rc = broker_run(broker);
+    broker_t *broker = broker_new(&cfg);
+    rc = broker ? broker_run(broker) : 1;
     broker_destroy(&broker);
+    __atomic_store_n(&reloader.stop, true, __ATOMIC_RELEASE);
+    pthread_kill(thread, SIGHUP);
+    pthread_join(thread, NULL);
+    config_destroy(&reloader.applied);
     config_destroy(&config);
     return rc;
 }

@@ -5,6 +5,7 @@
 #include <assert.h>
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,11 @@ struct config_t {
     char **values;                   /* text of each option's value, owned */
     size_t count;
     const char *program;
+    const char *summary;          /* for --help */
+    const config_option_t *table; /* the program's options, as given to config_load */
+    int argc;                     /* the original flags (main's argv lives as long as */
+    char **argv;                  /* the process), read again by config_reload */
+    char error[1024];             /* why the last load failed */
 };
 
 /* "Log-Level", "log.level" and "log_level" all name log_level. */
@@ -77,19 +83,29 @@ static int s_parse_int(const char *text, int64_t *value)
 }
 
 /* Checks the value's type before storing it, so getters never fail later. */
+/* Keeps the first reason a load failed; config_load prints it, config_reload returns it. */
+static void s_fail(config_t *self, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void s_fail(config_t *self, const char *fmt, ...)
+{
+    if (self->error[0])
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(self->error, sizeof self->error, fmt, ap);
+    va_end(ap);
+}
+
 static int s_set(config_t *self, size_t i, const char *value, const char *where)
 {
     const config_option_t *opt = self->options[i];
     int64_t n;
     bool b;
     if (opt->type == CONFIG_INT && s_parse_int(value, &n) != 0) {
-        fprintf(stderr, "%s: %s: %s must be an integer, got '%s'\n", self->program, where,
-                opt->name, value);
+        s_fail(self, "%s: %s must be an integer, got '%s'", where, opt->name, value);
         return -1;
     }
     if (opt->type == CONFIG_BOOL && s_parse_bool(value, &b) != 0) {
-        fprintf(stderr, "%s: %s: %s must be true or false, got '%s'\n", self->program, where,
-                opt->name, value);
+        s_fail(self, "%s: %s must be true or false, got '%s'", where, opt->name, value);
         return -1;
     }
     free(self->values[i]);
@@ -111,8 +127,7 @@ static int s_load_file(config_t *self, const char *path)
 {
     FILE *file = fopen(path, "r");
     if (!file) {
-        fprintf(stderr, "%s: cannot open config file %s: %s\n", self->program, path,
-                strerror(errno));
+        s_fail(self, "cannot open config file %s: %s", path, strerror(errno));
         return -1;
     }
     char line[4096];
@@ -126,7 +141,7 @@ static int s_load_file(config_t *self, const char *path)
             continue;
         char *eq = strchr(text, '=');
         if (!eq) {
-            fprintf(stderr, "%s: %s: expected 'name = value'\n", self->program, where);
+            s_fail(self, "%s: expected 'name = value'", where);
             rc = -1;
             break;
         }
@@ -134,7 +149,7 @@ static int s_load_file(config_t *self, const char *path)
         char *name = s_trim(text);
         ssize_t i = s_index(self, name, strlen(name));
         if (i < 0) {
-            fprintf(stderr, "%s: %s: unknown setting '%s'\n", self->program, where, name);
+            s_fail(self, "%s: unknown setting '%s'", where, name);
             rc = -1;
             break;
         }
@@ -205,7 +220,7 @@ static int s_load_flags(config_t *self, const char *summary, int argc, char **ar
             return 1;
         }
         if (strncmp(arg, "--", 2) != 0) {
-            fprintf(stderr, "%s: unexpected argument '%s' (see --help)\n", self->program, arg);
+            s_fail(self, "unexpected argument '%s' (see --help)", arg);
             return -1;
         }
         const char *name = arg + 2;
@@ -217,7 +232,7 @@ static int s_load_flags(config_t *self, const char *summary, int argc, char **ar
         }
         ssize_t k = s_index(self, name, len);
         if (k < 0) {
-            fprintf(stderr, "%s: unknown option '%s' (see --help)\n", self->program, arg);
+            s_fail(self, "unknown option '%s' (see --help)", arg);
             return -1;
         }
         const char *value;
@@ -228,7 +243,7 @@ static int s_load_flags(config_t *self, const char *summary, int argc, char **ar
         else if (i + 1 < argc)
             value = argv[++i];
         else {
-            fprintf(stderr, "%s: option '%s' needs a value\n", self->program, arg);
+            s_fail(self, "option '%s' needs a value", arg);
             return -1;
         }
         if (s_set(self, (size_t)k, value, "command line") != 0)
@@ -237,10 +252,12 @@ static int s_load_flags(config_t *self, const char *summary, int argc, char **ar
     return 0;
 }
 
-int config_load(config_t **self_p, const char *program, const char *summary,
-                const config_option_t *options, int argc, char **argv)
+/*  Defaults, file, environment, flags: the one way a configuration is made, at start
+    and on reload. Returns 0, 1 (--help or --version printed) or -1 with the reason
+    in the config's error; *self_p is set in every case (destroyed by the caller). */
+static int s_build(config_t **self_p, const char *program, const char *summary,
+                   const config_option_t *options, int argc, char **argv)
 {
-    *self_p = NULL;
     config_t *self = calloc(1, sizeof *self);
     size_t own = 0, builtin = 0;
     while (options[own].name)
@@ -249,6 +266,10 @@ int config_load(config_t **self_p, const char *program, const char *summary,
         builtin++;
     self->count = own + builtin;
     self->program = program;
+    self->summary = summary;
+    self->table = options;
+    self->argc = argc;
+    self->argv = argv;
     self->options = calloc(self->count, sizeof *self->options);
     self->values = calloc(self->count, sizeof *self->values);
     for (size_t i = 0; i < self->count; i++) {
@@ -256,6 +277,7 @@ int config_load(config_t **self_p, const char *program, const char *summary,
         const char *def = self->options[i]->default_value;
         self->values[i] = strdup(def ? def : "");
     }
+    *self_p = self;
     const char *path = s_config_path(argc, argv);
     int rc = 0;
     if (path)
@@ -264,19 +286,57 @@ int config_load(config_t **self_p, const char *program, const char *summary,
         rc = s_load_env(self);
     if (rc == 0)
         rc = s_load_flags(self, summary, argc, argv);
-    slog_level_t level = SLOG_INFO;
+    slog_level_t level;
     if (rc == 0 && slog_level_parse(config_str(self, "log_level"), &level) != 0) {
-        fprintf(stderr, "%s: log_level must be error, warn, info or debug\n", program);
+        s_fail(self, "log_level must be error, warn, info or debug, got '%s'",
+               config_str(self, "log_level"));
         rc = -1;
     }
+    return rc;
+}
+
+int config_load(config_t **self_p, const char *program, const char *summary,
+                const config_option_t *options, int argc, char **argv)
+{
+    *self_p = NULL;
+    config_t *self = NULL;
+    int rc = s_build(&self, program, summary, options, argc, argv);
     if (rc != 0) {
+        if (rc < 0)
+            fprintf(stderr, "%s: %s\n", program, self->error);
         config_destroy(&self);
         return rc;
     }
+    slog_level_t level = SLOG_INFO;
+    slog_level_parse(config_str(self, "log_level"), &level);
     const char *role = strncmp(program, "sluice-", 7) == 0 ? program + 7 : program;
     slog_init(role, level);
     *self_p = self;
     return 0;
+}
+
+int config_reload(const config_t *self, config_t **fresh_p, char *why, size_t why_size)
+{
+    *fresh_p = NULL;
+    config_t *fresh = NULL;
+    int rc = s_build(&fresh, self->program, self->summary, self->table, self->argc, self->argv);
+    if (rc != 0) {
+        snprintf(why, why_size, "%s", rc < 0 ? fresh->error : "--help or --version in the flags");
+        config_destroy(&fresh);
+        return -1;
+    }
+    *fresh_p = fresh;
+    return 0;
+}
+
+size_t config_diff(const config_t *a, const config_t *b, const char **names, size_t max)
+{
+    assert(a->table == b->table && "config_diff: configurations of two programs");
+    size_t n = 0;
+    for (size_t i = 0; i < a->count; i++)
+        if (strcmp(a->values[i], b->values[i]) != 0 && n < max)
+            names[n++] = a->options[i]->name;
+    return n;
 }
 
 static size_t s_must_find(const config_t *self, const char *name)

@@ -10,6 +10,7 @@
 #define SLUICE_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef enum { CONFIG_STR, CONFIG_INT, CONFIG_BOOL } config_type_t;
@@ -28,6 +29,19 @@ typedef struct config_t config_t;
     -1 after printing the reason to stderr (exit 2). */
 int config_load(config_t **self_p, const char *program, const char *summary,
                 const config_option_t *options, int argc, char **argv);
+
+/*  Reads the same sources again: the config file named at start (--config or
+    SLUICE_CONFIG; it may have been edited since), the environment, and the original
+    flags. Returns 0 with *fresh_p set: the caller compares it with config_diff,
+    applies what it can and keeps or destroys it. Returns -1 with the reason in why
+    (e.g. "/etc/sluice/x.conf line 3: pool_size must be an integer, got 'ten'"):
+    nothing is printed and nothing changed. The log level is not touched either:
+    the caller applies the one it accepts (slog_set_level). */
+int config_reload(const config_t *self, config_t **fresh_p, char *why, size_t why_size);
+
+/* Names of the settings whose values differ between a and b (configurations of the
+   same program), at most max of them in names (static strings); returns how many. */
+size_t config_diff(const config_t *a, const config_t *b, const char **names, size_t max);
 
 /* The getters assert that name is one of the program's options: asking for an
    undeclared name is our own bug, never input. */

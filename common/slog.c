@@ -10,7 +10,7 @@
 
 static struct {
     char role[32];
-    slog_level_t level;
+    int level; /* slog_level_t; atomic: a reload may change it from another thread */
 } s_log = {"sluice", SLOG_INFO};
 
 static const char *s_names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
@@ -18,17 +18,22 @@ static const char *s_names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
 void slog_init(const char *role, slog_level_t level)
 {
     snprintf(s_log.role, sizeof s_log.role, "%s", role);
-    s_log.level = level;
+    __atomic_store_n(&s_log.level, (int)level, __ATOMIC_RELAXED);
 }
 
 void slog_set_level(slog_level_t level)
 {
-    s_log.level = level;
+    __atomic_store_n(&s_log.level, (int)level, __ATOMIC_RELAXED);
+}
+
+slog_level_t slog_level(void)
+{
+    return (slog_level_t)__atomic_load_n(&s_log.level, __ATOMIC_RELAXED);
 }
 
 bool slog_enabled(slog_level_t level)
 {
-    return level <= s_log.level;
+    return (int)level <= __atomic_load_n(&s_log.level, __ATOMIC_RELAXED);
 }
 
 int slog_level_parse(const char *text, slog_level_t *level)

@@ -109,6 +109,8 @@ typedef struct {
     uv_loop_t loop;
     uv_signal_t sigterm;
     uv_signal_t sigint;
+    uv_signal_t sighup; /* reload: log_level only (docs/config.md, "Reloading") */
+    config_t *applied;  /* the last configuration a SIGHUP applied; NULL: config */
     uv_timer_t janitor;
     uv_prepare_t before_poll;
     int64_t drain_until_ms;
@@ -174,6 +176,8 @@ static void s_close_all(s_main_t *m)
     uv_close((uv_handle_t *)&m->sigterm, NULL);
     uv_signal_stop(&m->sigint);
     uv_close((uv_handle_t *)&m->sigint, NULL);
+    uv_signal_stop(&m->sighup);
+    uv_close((uv_handle_t *)&m->sighup, NULL);
     /* already stopping: a repeated SIGTERM must not kill the last steps of the
        close (the default action would, once libuv's handler is gone) */
     signal(SIGTERM, SIG_IGN);
@@ -225,6 +229,39 @@ static void s_on_signal(uv_signal_t *handle, int signum)
     m->drain_until_ms = clock_now_ms() + config_int(m->config, "drain_ms");
     listener_stop(gw->listener);
     notify_shutdown(gw->notify);
+}
+
+/*  SIGHUP: the settings are read again (config file, environment, flags); only
+    log_level is applied so far, every other change is named as needing a restart
+    (reloading the rate limits is the gateway's follow-up). One line either way. */
+static void s_on_hup(uv_signal_t *handle, int signum)
+{
+    (void)signum;
+    s_main_t *m = handle->data;
+    const config_t *current = m->applied ? m->applied : m->config;
+    config_t *fresh = NULL;
+    char why[1024];
+    if (config_reload(m->config, &fresh, why, sizeof why) != 0) {
+        slog_error("gateway: reload (SIGHUP) rejected, settings unchanged: %s", why);
+        return;
+    }
+    slog_level_t level = SLOG_INFO;
+    slog_level_parse(config_str(fresh, "log_level"), &level);
+    slog_set_level(level);
+    char changed[256] = "", ignored[512] = "";
+    if (strcmp(config_str(current, "log_level"), config_str(fresh, "log_level")) != 0)
+        snprintf(changed, sizeof changed, "changed log_level %s -> %s",
+                 config_str(current, "log_level"), config_str(fresh, "log_level"));
+    const char *names[64];
+    size_t n = config_diff(m->config, fresh, names, 64), used = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], "log_level") != 0 && used < sizeof ignored)
+            used += (size_t)snprintf(ignored + used, sizeof ignored - used, "%s%s",
+                                     used ? ", " : "", names[i]);
+    slog_info("gateway: reload (SIGHUP): %s%s%s", *changed ? changed : "nothing to change",
+              used ? "; needs a restart, ignored: " : "", ignored);
+    config_destroy(&m->applied);
+    m->applied = fresh;
 }
 
 /* Both TLS files or neither, and both readable: a clear word at start rather
@@ -381,6 +418,9 @@ int main(int argc, char **argv)
     m.sigterm.data = m.sigint.data = &m;
     uv_signal_start(&m.sigterm, s_on_signal, SIGTERM);
     uv_signal_start(&m.sigint, s_on_signal, SIGINT);
+    uv_signal_init(gw->loop, &m.sighup);
+    m.sighup.data = &m;
+    uv_signal_start(&m.sighup, s_on_hup, SIGHUP);
     uv_timer_init(gw->loop, &m.janitor);
     m.janitor.data = &m;
     uv_timer_start(&m.janitor, s_janitor, S_JANITOR_MS, S_JANITOR_MS);
@@ -410,6 +450,7 @@ out:
     free(gw->lws_policy);
     if (uv_loop_close(gw->loop) != 0)
         slog_warn("gateway: loop closed with handles still open");
+    config_destroy(&m.applied);
     config_destroy(&m.config);
     slog_info("gateway: stopped");
     return exit_code;

@@ -9,6 +9,10 @@
 
     SIGTERM/SIGINT: credit 0 (no new work), in-flight ops finish and reply,
     DISCONNECT to every broker, connections closed, exit 0.
+
+    SIGHUP: the settings are read again (config file, environment, flags) and
+    pool_size, max_overflow, recycle_s, ping_after_idle_ms and log_level applied
+    without dropping a connection (s_reload); the others need a restart.
 */
 #include "clock.h"
 #include "config.h"
@@ -73,8 +77,13 @@ static const config_option_t s_options[] = {
     {NULL, 0, NULL, NULL},
 };
 
+/* What a SIGHUP applies; every other setting needs a restart. */
+static const char *s_reloadable[] = {"pool_size",          "max_overflow", "recycle_s",
+                                     "ping_after_idle_ms", "log_level",    NULL};
+
 typedef struct {
-    const config_t *config;
+    const config_t *config; /* as started: the pool's connection settings point into it */
+    config_t *applied;      /* the last configuration a SIGHUP applied; NULL: config */
     char name[128];
     pool_t *pool;
     ops_t *ops;
@@ -94,11 +103,82 @@ static size_t s_split(const char *list, char **buf, const char **out, size_t max
     return n;
 }
 
+/* A stop signal arrived (during the startup wait). A SIGHUP stays pending: the
+   loop reloads once it runs. */
 static bool s_signalled(void *arg)
 {
-    s_ctx_t *ctx = arg;
-    struct pollfd p = {.fd = ctx->sigfd, .events = POLLIN};
-    return poll(&p, 1, 0) > 0;
+    (void)arg;
+    sigset_t pending;
+    if (sigpending(&pending) != 0)
+        return false;
+    return sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1;
+}
+
+static bool s_is_reloadable(const char *name)
+{
+    for (size_t i = 0; s_reloadable[i]; i++)
+        if (strcmp(s_reloadable[i], name) == 0)
+            return true;
+    return false;
+}
+
+/*  SIGHUP. The whole new configuration is checked before anything is applied, so a
+    bad one changes nothing; one line says what changed, what needs a restart, or
+    why the reload was rejected. Restart-only settings are compared with what runs
+    (the start configuration), reloadable ones with what was last applied. */
+static void s_reload(s_ctx_t *ctx)
+{
+    const config_t *current = ctx->applied ? ctx->applied : ctx->config;
+    config_t *fresh = NULL;
+    char why[1024];
+    if (config_reload(ctx->config, &fresh, why, sizeof why) != 0) {
+        slog_error("db: reload (SIGHUP) rejected, settings unchanged: %s", why);
+        return;
+    }
+    int64_t size = config_int(fresh, "pool_size"), overflow = config_int(fresh, "max_overflow");
+    int64_t recycle_s = config_int(fresh, "recycle_s");
+    if (size < 1 || overflow < 0 || size + overflow > 1000 || recycle_s < 0) {
+        slog_error("db: reload (SIGHUP) rejected, settings unchanged: pool_size must be >= 1, "
+                   "max_overflow >= 0, their sum at most 1000 and recycle_s >= 0 (got %" PRId64
+                   ", %" PRId64 ", %" PRId64 ")",
+                   size, overflow, recycle_s);
+        config_destroy(&fresh);
+        return;
+    }
+    pool_config_t limits = {
+        .pool_size = (int)size,
+        .max_overflow = (int)overflow,
+        .recycle_s = recycle_s,
+        .ping_after_idle_ms = config_int(fresh, "ping_after_idle_ms"),
+    };
+    if (pool_resize(ctx->pool, &limits) != 0) {
+        slog_error("db: reload (SIGHUP) rejected, settings unchanged: out of memory");
+        config_destroy(&fresh);
+        return;
+    }
+    slog_level_t level = SLOG_INFO;
+    slog_level_parse(config_str(fresh, "log_level"), &level);
+    slog_set_level(level);
+    worker_set_credit(ctx->worker, pool_capacity(ctx->pool)); /* the brokers know at once */
+
+    char changed[1024] = "", ignored[512] = "";
+    size_t used = 0, used_ignored = 0;
+    const char *names[64];
+    size_t n = config_diff(current, fresh, names, 64);
+    for (size_t i = 0; i < n; i++)
+        if (s_is_reloadable(names[i]) && used < sizeof changed)
+            used += (size_t)snprintf(changed + used, sizeof changed - used, "%s%s %s -> %s",
+                                     used ? ", " : "", names[i], config_str(current, names[i]),
+                                     config_str(fresh, names[i]));
+    n = config_diff(ctx->config, fresh, names, 64);
+    for (size_t i = 0; i < n; i++)
+        if (!s_is_reloadable(names[i]) && used_ignored < sizeof ignored)
+            used_ignored += (size_t)snprintf(ignored + used_ignored, sizeof ignored - used_ignored,
+                                             "%s%s", used_ignored ? ", " : "", names[i]);
+    slog_info("db: reload (SIGHUP): %s%s%s%s", used ? "changed " : "nothing to change", changed,
+              used_ignored ? "; needs a restart, ignored: " : "", ignored);
+    config_destroy(&ctx->applied);
+    ctx->applied = fresh;
 }
 
 static void s_status(void *arg, msgpack_packer *pk)
@@ -156,7 +236,13 @@ static int s_loop(s_ctx_t *ctx, hash_worker_t *hash)
         }
         if (rc > 0 && (items[0].revents & ZMQ_POLLIN)) {
             struct signalfd_siginfo si;
-            if (read(ctx->sigfd, &si, sizeof si) > 0 && !ctx->stopping) {
+            ssize_t got = read(ctx->sigfd, &si, sizeof si);
+            if (got > 0 && si.ssi_signo == SIGHUP) {
+                if (ctx->stopping)
+                    slog_info("db: reload (SIGHUP) ignored: stopping");
+                else
+                    s_reload(ctx);
+            } else if (got > 0 && !ctx->stopping) {
                 slog_info("db: signal %u: no new work; finishing %zu op(s) in flight", si.ssi_signo,
                           ops_running(ctx->ops));
                 ctx->stopping = true;
@@ -198,6 +284,7 @@ int main(int argc, char **argv)
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
     zsys_handler_set(NULL);
@@ -308,6 +395,7 @@ int main(int argc, char **argv)
     if (ctx.sigfd >= 0)
         close(ctx.sigfd);
     slog_info("db: stopped");
+    config_destroy(&ctx.applied);
     config_destroy(&config);
     mysql_library_end();
     return rc;

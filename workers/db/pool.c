@@ -28,8 +28,10 @@ typedef struct {
 
 struct pool_t {
     pool_config_t config;
-    size_t max;       /* pool_size + max_overflow */
-    s_slot_t **slots; /* max entries, NULL when free */
+    size_t max;       /* pool_size + max_overflow: connections open at most */
+    size_t cap;       /* entries of slots and idle: the largest max so far (pool_resize) */
+    s_slot_t **slots; /* cap entries, NULL when free; more than max are in use only
+                         for a while after a shrink, until they come back */
     size_t *idle;     /* slot indexes; the top is the most recently returned */
     size_t idle_count;
     zlistx_t *waiters; /* pool_waiter_t*, oldest first */
@@ -60,8 +62,9 @@ pool_t *pool_new(const pool_config_t *config)
         return NULL;
     self->config = *config;
     self->max = (size_t)config->pool_size + (size_t)config->max_overflow;
-    self->slots = calloc(self->max, sizeof *self->slots);
-    self->idle = calloc(self->max, sizeof *self->idle);
+    self->cap = self->max;
+    self->slots = calloc(self->cap, sizeof *self->slots);
+    self->idle = calloc(self->cap, sizeof *self->idle);
     self->waiters = zlistx_new();
     self->dead = zlistx_new();
     self->server_up = true; /* until a connect says otherwise */
@@ -89,7 +92,7 @@ void pool_destroy(pool_t **self_p)
     pool_t *self = *self_p;
     if (!self)
         return;
-    for (size_t i = 0; self->slots && i < self->max; i++)
+    for (size_t i = 0; self->slots && i < self->cap; i++)
         s_slot_free(&self->slots[i]);
     if (self->dead) {
         for (s_slot_t *s = zlistx_first(self->dead); s; s = zlistx_next(self->dead))
@@ -105,7 +108,7 @@ void pool_destroy(pool_t **self_p)
 
 static ssize_t s_index_of(const pool_t *self, const conn_t *conn)
 {
-    for (size_t i = 0; i < self->max; i++)
+    for (size_t i = 0; i < self->cap; i++)
         if (self->slots[i] && self->slots[i]->conn == conn)
             return (ssize_t)i;
     return -1;
@@ -114,7 +117,7 @@ static ssize_t s_index_of(const pool_t *self, const conn_t *conn)
 static size_t s_open(const pool_t *self)
 {
     size_t n = 0;
-    for (size_t i = 0; i < self->max; i++)
+    for (size_t i = 0; i < self->cap; i++)
         n += self->slots[i] != NULL;
     return n;
 }
@@ -122,7 +125,7 @@ static size_t s_open(const pool_t *self)
 static size_t s_count(const pool_t *self, s_state_t state)
 {
     size_t n = 0;
-    for (size_t i = 0; i < self->max; i++)
+    for (size_t i = 0; i < self->cap; i++)
         n += self->slots[i] && self->slots[i]->state == state;
     return n;
 }
@@ -275,9 +278,9 @@ static void s_fill(pool_t *self)
         if (!self->server_up && (now < self->next_connect_ms || s_count(self, S_CONNECTING)))
             return;
         size_t index = 0;
-        while (index < self->max && self->slots[index])
+        while (index < self->cap && self->slots[index])
             index++;
-        if (index == self->max)
+        if (index == self->cap)
             return;
         s_slot_t *slot = calloc(1, sizeof *slot);
         if (!slot)
@@ -431,12 +434,44 @@ void pool_return(pool_t *self, conn_t *conn, bool discard)
     s_dispatch(self);
 }
 
+int pool_resize(pool_t *self, const pool_config_t *limits)
+{
+    if (limits->pool_size < 1 || limits->max_overflow < 0)
+        return -1;
+    size_t max = (size_t)limits->pool_size + (size_t)limits->max_overflow;
+    if (max > self->cap) {
+        /* slot indexes stay as they are (the idle stack holds them), so the arrays
+           only grow; the new tail is free */
+        s_slot_t **slots = realloc(self->slots, max * sizeof *slots);
+        if (!slots)
+            return -1;
+        self->slots = slots;
+        memset(slots + self->cap, 0, (max - self->cap) * sizeof *slots);
+        size_t *idle = realloc(self->idle, max * sizeof *idle);
+        if (!idle)
+            return -1; /* slots is larger than needed, which is harmless */
+        self->idle = idle;
+        self->cap = max;
+    }
+    self->max = max;
+    self->config.pool_size = limits->pool_size;
+    self->config.max_overflow = limits->max_overflow;
+    self->config.recycle_s = limits->recycle_s;
+    self->config.ping_after_idle_ms = limits->ping_after_idle_ms;
+    /* Growing opens up to pool_size now (s_fill). Shrinking closes idle connections
+       beyond pool_size in pool_tick, and checked-out ones as they come back (s_ready):
+       never one in use. Waiters beyond the new max keep their place; the credit
+       (pool_capacity) already says max. */
+    s_dispatch(self);
+    return 0;
+}
+
 uint32_t pool_capacity(const pool_t *self)
 {
     if (self->server_up)
         return (uint32_t)self->max;
     size_t n = 0;
-    for (size_t i = 0; i < self->max; i++)
+    for (size_t i = 0; i < self->cap; i++)
         n += self->slots[i] && self->slots[i]->state != S_CONNECTING;
     return (uint32_t)n;
 }
@@ -461,7 +496,7 @@ size_t pool_poll(pool_t *self, zmq_pollitem_t *items, conn_t **owners, size_t ma
 {
     size_t n = 0;
     int64_t now = clock_now_ms();
-    for (size_t i = 0; i < self->max && n < max; i++) {
+    for (size_t i = 0; i < self->cap && n < max; i++) {
         s_slot_t *slot = self->slots[i];
         int fd;
         short events;
@@ -495,7 +530,7 @@ void pool_io(pool_t *self, conn_t *conn, short revents)
 void pool_tick(pool_t *self)
 {
     int64_t now = clock_now_ms();
-    for (size_t i = 0; i < self->max; i++) {
+    for (size_t i = 0; i < self->cap; i++) {
         s_slot_t *slot = self->slots[i];
         int fd;
         short events;

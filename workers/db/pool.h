@@ -66,6 +66,14 @@ void pool_cancel(pool_t *self, pool_waiter_t *waiter);
     closed (counted invalid when lost) and replaced. */
 void pool_return(pool_t *self, conn_t *conn, bool discard);
 
+/*  Changes pool_size, max_overflow, recycle_s and ping_after_idle_ms at run time
+    (the connection settings and backoff of limits are ignored). Growing opens the
+    new connections at once; shrinking closes idle ones beyond the new pool_size at
+    the next pool_tick and checked-out ones when they come back, never one in use.
+    pool_capacity follows at once. -1 (nothing changed) when pool_size < 1 or
+    max_overflow < 0, or out of memory. */
+int pool_resize(pool_t *self, const pool_config_t *limits);
+
 /* Requests the pool can serve at once now (0 while the server is unreachable and
    nothing is open). */
 uint32_t pool_capacity(const pool_t *self);

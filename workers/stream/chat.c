@@ -30,6 +30,7 @@ typedef struct {
 
 struct chat_t {
     const chat_settings_t *settings;
+    uint32_t max_streams; /* the credit: settings' at start, then chat_set_max_streams */
     zloop_t *loop;
     timers_t *timers;
     http_t *http;
@@ -84,7 +85,7 @@ static void s_interrupt_all(chat_t *self, const char *why)
 static void s_on_request(void *arg, worker_request_t *req)
 {
     chat_t *self = arg;
-    if (self->draining || self->active >= self->settings->max_streams) {
+    if (self->draining || self->active >= self->max_streams) {
         mp_error_body(&self->scratch, 503, "unavailable",
                       self->draining ? "the stream worker is shutting down"
                                      : "the stream worker is at max_streams");
@@ -112,7 +113,7 @@ static void s_on_status(void *arg, msgpack_packer *pk)
     mp_pack_kv_str(pk, "worker", self->settings->worker_name);
     mp_pack_kv_str(pk, "service", self->settings->service);
     mp_pack_kv_int(pk, "streams", (int64_t)self->active);
-    mp_pack_kv_int(pk, "max_streams", self->settings->max_streams);
+    mp_pack_kv_int(pk, "max_streams", self->max_streams);
     mp_pack_kv_int(pk, "db_in_flight", (int64_t)client_in_flight(self->db));
     mp_pack_kv_int(pk, "db_waiting", (int64_t)client_waiting(self->db));
     mp_pack_kv_int(pk, "completed", (int64_t)self->stats.completed);
@@ -310,6 +311,7 @@ chat_t *chat_new(zloop_t *loop, const chat_settings_t *settings, char *why, size
         return NULL;
     }
     self->settings = settings;
+    self->max_streams = settings->max_streams;
     self->loop = loop;
     self->janitor_id = -1;
     msgpack_sbuffer_init(&self->scratch);
@@ -379,11 +381,18 @@ int chat_start(chat_t *self)
         journal_adopt(self->journal, s_on_adopted, self);
         self->next_scan = clock_now_ms() + self->settings->journal_scan_ms;
     }
-    if (worker_start(self->worker, self->settings->max_streams) != 0 ||
+    if (worker_start(self->worker, self->max_streams) != 0 ||
         worker_attach(self->worker, self->loop) != 0)
         return -1;
     self->janitor_id = zloop_timer(self->loop, S_JANITOR_MS, 0, s_on_janitor, self);
     return self->janitor_id >= 0 ? 0 : -1;
+}
+
+void chat_set_max_streams(chat_t *self, uint32_t max_streams)
+{
+    self->max_streams = max_streams;
+    if (!self->draining)
+        worker_set_credit(self->worker, max_streams);
 }
 
 void chat_shutdown(chat_t *self)

@@ -49,6 +49,10 @@ int chat_start(chat_t *self);
 /* SIGTERM / SIGINT: see above. The loop ends (a handler returns -1) once drained. */
 void chat_shutdown(chat_t *self);
 
+/* SIGHUP: a new max_streams; the credit at the brokers follows at once. Streams
+   running beyond a lowered limit go on to their end; new ones wait in the broker. */
+void chat_set_max_streams(chat_t *self, uint32_t max_streams);
+
 size_t chat_active(const chat_t *self);
 
 #endif

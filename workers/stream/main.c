@@ -7,12 +7,17 @@
     SIGTERM/SIGINT: credit 0, running streams get shutdown_grace_ms to complete,
     the rest are stored as failed (worker_shutdown), DISCONNECT, exit 0. A second
     signal skips the grace period.
+
+    SIGHUP: the settings are read again (config file, environment, flags);
+    max_streams (the credit follows at once) and log_level are applied, the others
+    need a restart (s_reload).
 */
 #include "chat.h"
 #include "config.h"
 #include "slog.h"
 
 #include <curl/curl.h>
+#include <inttypes.h>
 #include <czmq.h>
 #include <signal.h>
 #include <stdio.h>
@@ -62,13 +67,76 @@ static const config_option_t s_options[] = {
     {NULL, 0, NULL, NULL},
 };
 
+/* The process's context: the chat service and its configurations. */
+typedef struct {
+    chat_t *chat;
+    const config_t *config; /* as started: the settings point into it */
+    config_t *applied;      /* the last configuration a SIGHUP applied; NULL: config */
+    bool draining;
+} s_ctx_t;
+
+/*  SIGHUP: everything is checked before anything is applied; one line says what
+    changed, what needs a restart, or why the reload was rejected. */
+static void s_reload(s_ctx_t *ctx)
+{
+    const config_t *current = ctx->applied ? ctx->applied : ctx->config;
+    config_t *fresh = NULL;
+    char why[1024];
+    if (config_reload(ctx->config, &fresh, why, sizeof why) != 0) {
+        slog_error("reload (SIGHUP) rejected, settings unchanged: %s", why);
+        return;
+    }
+    int64_t max_streams = config_int(fresh, "max_streams");
+    if (max_streams < 1 || max_streams > 1000000) {
+        slog_error("reload (SIGHUP) rejected, settings unchanged: max_streams must be "
+                   "1-1000000, got %" PRId64,
+                   max_streams);
+        config_destroy(&fresh);
+        return;
+    }
+    slog_level_t level = SLOG_INFO;
+    slog_level_parse(config_str(fresh, "log_level"), &level);
+    slog_set_level(level);
+    if (ctx->draining)
+        slog_info("reload (SIGHUP): draining, max_streams stays 0");
+    else
+        chat_set_max_streams(ctx->chat, (uint32_t)max_streams);
+
+    char changed[512] = "", ignored[512] = "";
+    size_t used = 0, used_ignored = 0;
+    const char *names[64];
+    size_t n = config_diff(current, fresh, names, 64);
+    for (size_t i = 0; i < n; i++)
+        if ((!strcmp(names[i], "max_streams") || !strcmp(names[i], "log_level")) &&
+            used < sizeof changed)
+            used += (size_t)snprintf(changed + used, sizeof changed - used, "%s%s %s -> %s",
+                                     used ? ", " : "", names[i], config_str(current, names[i]),
+                                     config_str(fresh, names[i]));
+    n = config_diff(ctx->config, fresh, names, 64);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], "max_streams") && strcmp(names[i], "log_level") &&
+            used_ignored < sizeof ignored)
+            used_ignored += (size_t)snprintf(ignored + used_ignored, sizeof ignored - used_ignored,
+                                             "%s%s", used_ignored ? ", " : "", names[i]);
+    slog_info("reload (SIGHUP): %s%s%s%s", used ? "changed " : "nothing to change", changed,
+              used_ignored ? "; needs a restart, ignored: " : "", ignored);
+    config_destroy(&ctx->applied);
+    ctx->applied = fresh;
+}
+
 static int s_on_signal(zloop_t *loop, zmq_pollitem_t *item, void *arg)
 {
     (void)loop;
+    s_ctx_t *ctx = arg;
     struct signalfd_siginfo info;
     while (read(item->fd, &info, sizeof info) == (ssize_t)sizeof info) {
+        if (info.ssi_signo == SIGHUP) {
+            s_reload(ctx);
+            continue;
+        }
         slog_info("signal %u: draining", info.ssi_signo);
-        chat_shutdown(arg);
+        ctx->draining = true;
+        chat_shutdown(ctx->chat);
     }
     return 0;
 }
@@ -177,6 +245,7 @@ int main(int argc, char **argv)
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
     int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -190,11 +259,12 @@ int main(int argc, char **argv)
     zloop_t *loop = zloop_new();
     char why[512] = "";
     chat_t *chat = chat_new(loop, &settings, why, sizeof why);
+    s_ctx_t ctx = {.chat = chat, .config = config};
     zmq_pollitem_t sig = {NULL, sfd, ZMQ_POLLIN, 0};
     rc = 1;
     if (!chat) {
         slog_error("cannot start: %s", why);
-    } else if (zloop_poller(loop, &sig, s_on_signal, chat) != 0 || chat_start(chat) != 0) {
+    } else if (zloop_poller(loop, &sig, s_on_signal, &ctx) != 0 || chat_start(chat) != 0) {
         slog_error("cannot start: cannot reach the brokers at %s", settings.backend);
     } else {
         slog_info("serving service %s as %s: provider %s, max_streams %u, brokers %s / %s",
@@ -208,6 +278,7 @@ int main(int argc, char **argv)
     zloop_destroy(&loop);
     close(sfd);
     curl_global_cleanup();
+    config_destroy(&ctx.applied);
     config_destroy(&config);
     return rc;
 }
