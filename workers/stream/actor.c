@@ -5,10 +5,12 @@
 #include "mp.h"
 #include "slog.h"
 
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define S_RETRY_FIRST_MS 250 /* a finish refused with 5xx is tried again after this, */
 #define S_RETRY_MAX_MS 2000  /* doubling up to this, for up to S_URGENT_WAIT_MS */
@@ -651,7 +653,14 @@ actor_t *actor_new(const actor_env_t *env, worker_request_t *req)
     if (self->content) {
         memcpy(self->content, content, content_len);
         self->content_len = content_len;
-        msgpack_packer pk = s_call_start(self, "chat.message.begin", 2);
+        /* with a key of its own, so that a begin whose DB worker died after the
+           commit is resent by the broker and answered from the stored result:
+           without it the rows would exist with no actor to finish them */
+        char idem[96];
+        snprintf(idem, sizeof idem, "chat-begin/%d/%" PRId64 "/%" PRIuPTR, (int)getpid(),
+                 clock_now_us(), (uintptr_t)self);
+        msgpack_packer pk = client_request_start_idem(self->env->scratch, "chat.message.begin",
+                                                      self->user_id, self->device_id, 2, idem);
         mp_pack_kv_int(&pk, "conversation_id", conversation_id);
         mp_pack_cstr(&pk, "content");
         mp_pack_strn(&pk, content, content_len);

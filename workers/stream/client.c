@@ -312,14 +312,18 @@ void client_forget(client_t *self, uint64_t id)
         call->fn = NULL; /* still counted in flight until its reply or timeout */
 }
 
-msgpack_packer client_request_start(msgpack_sbuffer *buf, const char *op, int64_t user_id,
-                                    int64_t device_id, uint32_t nargs)
+static msgpack_packer s_request_start(msgpack_sbuffer *buf, const char *op, int64_t user_id,
+                                      int64_t device_id, uint32_t nargs, const char *idem)
 {
     msgpack_sbuffer_clear(buf);
     msgpack_packer pk;
     msgpack_packer_init(&pk, buf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 3);
+    msgpack_pack_map(&pk, idem ? 5 : 3);
     mp_pack_kv_str(&pk, "op", op);
+    if (idem) {
+        mp_pack_kv_str(&pk, "idem", idem);
+        mp_pack_kv_bool(&pk, "idempotent", true);
+    }
     mp_pack_cstr(&pk, "auth");
     msgpack_pack_map(&pk, 2);
     mp_pack_kv_int(&pk, "user_id", user_id);
@@ -327,6 +331,18 @@ msgpack_packer client_request_start(msgpack_sbuffer *buf, const char *op, int64_
     mp_pack_cstr(&pk, "args");
     msgpack_pack_map(&pk, nargs);
     return pk;
+}
+
+msgpack_packer client_request_start(msgpack_sbuffer *buf, const char *op, int64_t user_id,
+                                    int64_t device_id, uint32_t nargs)
+{
+    return s_request_start(buf, op, user_id, device_id, nargs, NULL);
+}
+
+msgpack_packer client_request_start_idem(msgpack_sbuffer *buf, const char *op, int64_t user_id,
+                                         int64_t device_id, uint32_t nargs, const char *idem)
+{
+    return s_request_start(buf, op, user_id, device_id, nargs, idem);
 }
 
 size_t client_in_flight(const client_t *self)

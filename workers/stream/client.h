@@ -56,6 +56,12 @@ void client_forget(client_t *self, uint64_t id);
 msgpack_packer client_request_start(msgpack_sbuffer *buf, const char *op, int64_t user_id,
                                     int64_t device_id, uint32_t nargs);
 
+/*  The same with an idempotency key: the DB worker stores the result with the
+    write, and the broker may resend the request once if the DB worker holding it
+    dies ("idempotent": true); the resend returns the stored result. */
+msgpack_packer client_request_start_idem(msgpack_sbuffer *buf, const char *op, int64_t user_id,
+                                         int64_t device_id, uint32_t nargs, const char *idem);
+
 size_t client_in_flight(const client_t *self);
 size_t client_waiting(const client_t *self);
 
