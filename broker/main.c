@@ -13,9 +13,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 static const config_option_t s_options[] = {
     {"frontend", CONFIG_STR, "tcp://127.0.0.1:5550", "ROUTER endpoint clients connect to"},
@@ -43,29 +41,9 @@ typedef struct {
 /* One SIGHUP: all or nothing, one line saying what changed or why not. */
 static void s_reload(s_reloader_t *r)
 {
-    const config_t *current = r->applied ? r->applied : r->config;
     config_t *fresh = NULL;
-    char why[1024];
-    if (config_reload(r->config, &fresh, why, sizeof why) != 0) {
-        slog_error("reload (SIGHUP) rejected, settings unchanged: %s", why);
+    if (config_reload_log_level(r->config, r->applied ? r->applied : r->config, "", &fresh) != 0)
         return;
-    }
-    slog_level_t level = SLOG_INFO;
-    slog_level_parse(config_str(fresh, "log_level"), &level);
-    slog_set_level(level);
-    char changed[256] = "", ignored[512] = "";
-    size_t used = 0;
-    if (strcmp(config_str(current, "log_level"), config_str(fresh, "log_level")) != 0)
-        snprintf(changed, sizeof changed, "changed log_level %s -> %s",
-                 config_str(current, "log_level"), config_str(fresh, "log_level"));
-    const char *names[32];
-    size_t n = config_diff(r->config, fresh, names, 32);
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(names[i], "log_level") != 0 && used < sizeof ignored)
-            used += (size_t)snprintf(ignored + used, sizeof ignored - used, "%s%s",
-                                     used ? ", " : "", names[i]);
-    slog_info("reload (SIGHUP): %s%s%s", *changed ? changed : "nothing to change",
-              used ? "; needs a restart, ignored: " : "", ignored);
     config_destroy(&r->applied);
     r->applied = fresh;
 }

@@ -377,3 +377,31 @@ void config_destroy(config_t **self_p)
     free(self);
     *self_p = NULL;
 }
+
+int config_reload_log_level(const config_t *started, const config_t *current, const char *who,
+                            config_t **fresh_p)
+{
+    config_t *fresh = NULL;
+    char why[1024];
+    if (config_reload(started, &fresh, why, sizeof why) != 0) {
+        slog_error("%sreload (SIGHUP) rejected, settings unchanged: %s", who, why);
+        return -1;
+    }
+    slog_level_t level = SLOG_INFO;
+    slog_level_parse(config_str(fresh, "log_level"), &level);
+    slog_set_level(level);
+    char changed[256] = "", ignored[512] = "";
+    if (strcmp(config_str(current, "log_level"), config_str(fresh, "log_level")) != 0)
+        snprintf(changed, sizeof changed, "changed log_level %s -> %s",
+                 config_str(current, "log_level"), config_str(fresh, "log_level"));
+    const char *names[64];
+    size_t n = config_diff(started, fresh, names, 64), used = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], "log_level") != 0 && used < sizeof ignored)
+            used += (size_t)snprintf(ignored + used, sizeof ignored - used, "%s%s",
+                                     used ? ", " : "", names[i]);
+    slog_info("%sreload (SIGHUP): %s%s%s", who, *changed ? changed : "nothing to change",
+              used ? "; needs a restart, ignored: " : "", ignored);
+    *fresh_p = fresh;
+    return 0;
+}

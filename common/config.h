@@ -43,6 +43,14 @@ int config_reload(const config_t *self, config_t **fresh_p, char *why, size_t wh
    same program), at most max of them in names (static strings); returns how many. */
 size_t config_diff(const config_t *a, const config_t *b, const char **names, size_t max);
 
+/*  A SIGHUP for a process that applies only log_level: reloads (see config_reload),
+    applies the new log level, and logs one line, prefixed with who (may be ""):
+    what changed and which other settings need a restart, or why the reload was
+    rejected. Returns 0 with *fresh_p set (the caller keeps it as the settings now
+    applied), -1 when rejected (nothing changed). current: the settings applied now. */
+int config_reload_log_level(const config_t *started, const config_t *current, const char *who,
+                            config_t **fresh_p);
+
 /* The getters assert that name is one of the program's options: asking for an
    undeclared name is our own bug, never input. */
 const char *config_str(const config_t *self, const char *name);

@@ -238,28 +238,10 @@ static void s_on_hup(uv_signal_t *handle, int signum)
 {
     (void)signum;
     s_main_t *m = handle->data;
-    const config_t *current = m->applied ? m->applied : m->config;
     config_t *fresh = NULL;
-    char why[1024];
-    if (config_reload(m->config, &fresh, why, sizeof why) != 0) {
-        slog_error("gateway: reload (SIGHUP) rejected, settings unchanged: %s", why);
+    if (config_reload_log_level(m->config, m->applied ? m->applied : m->config, "gateway: ",
+                                &fresh) != 0)
         return;
-    }
-    slog_level_t level = SLOG_INFO;
-    slog_level_parse(config_str(fresh, "log_level"), &level);
-    slog_set_level(level);
-    char changed[256] = "", ignored[512] = "";
-    if (strcmp(config_str(current, "log_level"), config_str(fresh, "log_level")) != 0)
-        snprintf(changed, sizeof changed, "changed log_level %s -> %s",
-                 config_str(current, "log_level"), config_str(fresh, "log_level"));
-    const char *names[64];
-    size_t n = config_diff(m->config, fresh, names, 64), used = 0;
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(names[i], "log_level") != 0 && used < sizeof ignored)
-            used += (size_t)snprintf(ignored + used, sizeof ignored - used, "%s%s",
-                                     used ? ", " : "", names[i]);
-    slog_info("gateway: reload (SIGHUP): %s%s%s", *changed ? changed : "nothing to change",
-              used ? "; needs a restart, ignored: " : "", ignored);
     config_destroy(&m->applied);
     m->applied = fresh;
 }
