@@ -164,3 +164,49 @@ def test_db_worker_restart_mid_stream_answer_still_complete(chat):
     assert reply["data"]["assistant_message"]["content"] == " ".join(words)
     m = wait_message(c, chat.user, chat.conversation, aid, lambda m: m["status"] != "streaming")
     assert m["status"] == "complete" and m["content"] == " ".join(words)
+
+
+def test_broker_killed_with_a_begin_in_flight(chat, mariadb):
+    """The broker dies while a chat.message.begin sits in the DB worker (the
+    messages table is locked, so the begin waits there). The begin commits after
+    the broker is gone, so its reply is lost. The stream worker's connection to the
+    broker drops, it answers its begin 503 broker_lost locally at once, and tries
+    the begin again with the same idempotency key through the restarted broker. The
+    stored result comes back, and the answer is streamed and finished. Nothing is
+    left `streaming` and no second pair of rows appears."""
+    stack = chat.stack
+    w = start_streamworker(stack, token_delay_ms=10, checkpoint_ms=100)
+    wait_service(chat.client, "chat")
+    content = "lost begin words"
+    lock = mariadb.cli(stack.database)
+    try:
+        lock.run("LOCK TABLES messages WRITE;")
+        generate(chat.client, chat.user, chat.conversation, content)
+        # the begin reaches the DB worker and waits for the table lock
+        end = time.monotonic() + 10
+        while time.monotonic() < end and not any(
+                "metadata lock" in (row[0] or "") for row in mariadb.sql(
+                    "SELECT state FROM information_schema.processlist"
+                    " WHERE db = '%s'" % stack.database)):
+            time.sleep(0.05)
+        assert time.monotonic() < end, "the begin never reached the locked table"
+        stack.broker.kill()
+        time.sleep(0.5)
+        stack.start_broker()
+        time.sleep(1.5)  # retries meet the new broker (no DB worker yet, then the lock)
+    finally:
+        lock.run("UNLOCK TABLES;")
+        lock.close()
+    c = stack.client()
+    stack.wait_ready(c, timeout=15)
+    rows = None
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        rows = mariadb.sql("SELECT role, status, content FROM messages WHERE conversation_id = %d"
+                           " ORDER BY id" % int(chat.conversation), stack.database)
+        if rows and all(r[1] != "streaming" for r in rows):
+            break
+        time.sleep(0.2)
+    assert rows == [["user", "complete", content], ["assistant", "complete", content]], rows
+    w.wait_log("lost the connection to the broker", timeout=1)
+    w.wait_log("trying again with the same key", timeout=1)

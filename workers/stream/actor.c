@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define S_RETRY_FIRST_MS 250 /* a finish refused with 5xx is tried again after this, */
+#define S_RETRY_FIRST_MS 250 /* a begin or finish refused with 5xx is tried again after this, */
 #define S_RETRY_MAX_MS 2000  /* doubling up to this, for up to S_URGENT_WAIT_MS */
 /* A CANCEL this close to the request's deadline is the broker's deadline CANCEL */
 #define S_DEADLINE_SLACK_MS 250
@@ -51,6 +51,10 @@ struct actor_t {
     timers_entry_t retry_timer;
     int finish_attempts;     /* finishes sent */
     int64_t finish_first_ms; /* when the first was sent */
+    char begin_idem[96];     /* the begin's idempotency key, the same for every try */
+    int begin_attempts;      /* begins sent */
+    int64_t begin_first_ms;  /* when the first was sent */
+    bool begin_unknown;      /* a begin may have committed without our hearing of it */
     bool stop_pending;       /* a stop came while begin or list was in flight */
     s_outcome_t outcome;     /* decided when streaming ends (or stop_pending) */
     void *handle;            /* the owner's, e.g. its place in a list */
@@ -201,6 +205,14 @@ static void s_on_retry(void *arg)
     s_send_finish(arg);
 }
 
+/* 250 ms doubling to 2 s: the wait before try number attempts + 1 */
+static int64_t s_backoff_ms(int attempts)
+{
+    int shift = attempts > 1 ? attempts - 1 : 0;
+    int64_t backoff = shift > 4 ? S_RETRY_MAX_MS : (int64_t)S_RETRY_FIRST_MS << shift;
+    return backoff < S_RETRY_MAX_MS ? backoff : S_RETRY_MAX_MS;
+}
+
 static void s_finished(actor_t *self, const msgpack_object *message)
 {
     const actor_env_t *env = self->env;
@@ -266,8 +278,7 @@ static void s_on_finish(void *arg, int status, const msgpack_object *body)
     if (status >= 500 && waited < S_URGENT_WAIT_MS) {
         /* no db worker, or one that timed out: a restarting database or worker is
            worth waiting for (a 504 may have committed: see s_on_confirm) */
-        int64_t backoff = (int64_t)S_RETRY_FIRST_MS << (self->finish_attempts - 1);
-        backoff = backoff < S_RETRY_MAX_MS ? backoff : S_RETRY_MAX_MS;
+        int64_t backoff = s_backoff_ms(self->finish_attempts);
         s_log(self, SLOG_WARN, "finish refused (%d), trying again in %lld ms", status,
               (long long)backoff);
         timers_set(env->timers, &self->retry_timer, clock_now_ms() + backoff, s_on_retry, self);
@@ -529,12 +540,73 @@ static void s_on_context(void *arg, int status, const msgpack_object *body)
     free(msgs);
 }
 
+static void s_on_begin(void *arg, int status, const msgpack_object *body);
+
+/*  Sends chat.message.begin, with the same idempotency key on every try: a begin
+    whose DB worker died after the commit is resent by the broker, and one whose
+    broker went away is resent by s_on_begin; either way the stored result comes
+    back, never a second pair of rows. Returns the call id (0: out of memory). */
+static uint64_t s_send_begin(actor_t *self)
+{
+    msgpack_packer pk = client_request_start_idem(self->env->scratch, "chat.message.begin",
+                                                  self->user_id, self->device_id, 2,
+                                                  self->begin_idem);
+    mp_pack_kv_int(&pk, "conversation_id", self->conversation_id);
+    mp_pack_cstr(&pk, "content");
+    mp_pack_strn(&pk, self->content, self->content_len);
+    if (self->begin_attempts++ == 0)
+        self->begin_first_ms = clock_now_ms();
+    self->call = s_call_send_long(self, s_on_begin);
+    return self->call;
+}
+
+static void s_on_begin_retry(void *arg)
+{
+    actor_t *self = arg;
+    if (!s_send_begin(self)) {
+        s_reply_error(self, 503, "unavailable", "out of memory in the stream worker");
+        s_end(self);
+    }
+}
+
+/*  A begin answered this way may have committed with its reply lost: the broker
+    (or its connection) went away with it, the broker's idempotent resend after a
+    lost DB worker failed too, or the deadline passed. A 409 on a retry is the
+    first try still running. The rows may exist, and only a begin with the same key
+    can say. */
+static bool s_begin_outcome_unknown(const actor_t *self, int status, const msgpack_object *body)
+{
+    if (status == 409)
+        return self->begin_attempts > 1;
+    if (status == 504)
+        return true;
+    const msgpack_object *code = mp_get(mp_get(body, "error"), "code");
+    return status == 503 && (mp_str_eq(code, "broker_lost") || mp_str_eq(code, "worker_lost"));
+}
+
 /* chat.message.begin answered: the rows exist (or the request ends here). */
 static void s_on_begin(void *arg, int status, const msgpack_object *body)
 {
     actor_t *self = arg;
     const actor_env_t *env = self->env;
     self->call = 0;
+    if (status != 201 && (status >= 500 || status == 409)) {
+        /* once a try's outcome is unknown, any 5xx (no broker connected yet, no DB
+           worker registered yet) is a reason to try again, not an answer */
+        self->begin_unknown = self->begin_unknown || s_begin_outcome_unknown(self, status, body);
+        int64_t waited = clock_now_ms() - self->begin_first_ms;
+        if (self->begin_unknown && waited < S_URGENT_WAIT_MS) {
+            int64_t backoff = s_backoff_ms(self->begin_attempts);
+            s_log(self, SLOG_WARN, "begin answered %d, its outcome unknown: trying again with "
+                  "the same key in %lld ms", status, (long long)backoff);
+            timers_set(env->timers, &self->retry_timer, clock_now_ms() + backoff,
+                       s_on_begin_retry, self);
+            return;
+        }
+        if (self->begin_unknown)
+            s_log(self, SLOG_ERROR, "begin still unanswered after %lld ms (%d): if it committed, "
+                  "its message stays `streaming`", (long long)waited, status);
+    }
     const msgpack_object *data = mp_get(body, "data");
     const msgpack_object *user_message = mp_get(data, "user_message");
     const msgpack_object *assistant = mp_get(data, "assistant_message");
@@ -653,18 +725,11 @@ actor_t *actor_new(const actor_env_t *env, worker_request_t *req)
     if (self->content) {
         memcpy(self->content, content, content_len);
         self->content_len = content_len;
-        /* with a key of its own, so that a begin whose DB worker died after the
-           commit is resent by the broker and answered from the stored result:
-           without it the rows would exist with no actor to finish them */
-        char idem[96];
-        snprintf(idem, sizeof idem, "chat-begin/%d/%" PRId64 "/%" PRIuPTR, (int)getpid(),
-                 clock_now_us(), (uintptr_t)self);
-        msgpack_packer pk = client_request_start_idem(self->env->scratch, "chat.message.begin",
-                                                      self->user_id, self->device_id, 2, idem);
-        mp_pack_kv_int(&pk, "conversation_id", conversation_id);
-        mp_pack_cstr(&pk, "content");
-        mp_pack_strn(&pk, content, content_len);
-        self->call = s_call_send_long(self, s_on_begin);
+        /* a key of its own (see s_send_begin): without it, rows committed by a
+           begin whose reply was lost would have no actor to finish them */
+        snprintf(self->begin_idem, sizeof self->begin_idem, "chat-begin/%d/%" PRId64 "/%" PRIuPTR,
+                 (int)getpid(), clock_now_us(), (uintptr_t)self);
+        s_send_begin(self);
     }
     if (!self->call) {
         env->stats->rejected++;

@@ -7,6 +7,7 @@
 #include "slog.h"
 #include "smp.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,10 @@
 #define S_HEARTBEAT_IVL_MS 1000
 #define S_HEARTBEAT_TTL_MS 3000
 
+/* Monitor events of interest: a connection to a broker that went away takes the
+   requests sent on it along (a broker killed or restarted never answers them) */
+#define S_MONITOR_EVENTS (ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED)
+
 typedef enum { S_WAITING, S_SENT } s_state_t;
 
 typedef struct {
@@ -37,14 +42,29 @@ typedef struct {
     void *arg;
     timers_entry_t timer; /* deadline (+ grace once sent), or "now" for a send failure */
     bool send_failed;
+    size_t broker;      /* once sent: the index of the link it went out on */
     void *queue_handle; /* in a waiting queue */
     client_t *owner;
 } s_call_t;
 
+/*  One DEALER per broker, so that the calls a broker took with it when it went
+    away are known: its connection's DISCONNECTED event (a monitor on the socket)
+    answers them at once instead of at their deadlines, which for a begin or a
+    finish is up to 30 s (actor.c retries those with their idempotency keys). */
+typedef struct {
+    client_t *owner;
+    size_t index;
+    zsock_t *sock;    /* DEALER to this broker's frontend */
+    zsock_t *monitor; /* PAIR receiving the DEALER's connection events */
+    char *endpoint;
+} s_broker_t;
+
 struct client_t {
     zloop_t *loop;
     timers_t *timers;
-    zsock_t *sock;    /* DEALER to the broker frontend(s) */
+    s_broker_t *brokers;
+    size_t broker_count;
+    size_t next_broker; /* round robin */
     zhashx_t *calls;  /* id -> s_call_t, waiting or sent */
     zlistx_t *urgent; /* waiting calls, FIFO */
     zlistx_t *background;
@@ -117,8 +137,20 @@ static void s_send(client_t *self, s_call_t *call)
                    .deadline_ms = left > 0 ? (uint32_t)left : 1,
                    .body = {call->body, call->size}};
     zmsg_t *msg = smp_build(&m, SMP_CLIENT_TO_BROKER);
-    if (!msg || zmsg_send(&msg, self->sock) != 0) {
+    /* IMMEDIATE: a DEALER with no live connection refuses at once; try the next */
+    bool sent = false;
+    for (size_t tries = 0; msg && !sent && tries < self->broker_count; tries++) {
+        s_broker_t *broker = &self->brokers[self->next_broker++ % self->broker_count];
+        zmsg_t *copy = tries + 1 < self->broker_count ? zmsg_dup(msg) : NULL;
+        if (zmsg_send(&msg, broker->sock) == 0) {
+            sent = true;
+            call->broker = broker->index;
+        }
         zmsg_destroy(&msg);
+        msg = copy;
+    }
+    zmsg_destroy(&msg);
+    if (!sent) {
         call->send_failed = true;
         timers_set(self->timers, &call->timer, now, s_on_timer, call);
     } else {
@@ -183,7 +215,8 @@ static void s_on_reply(client_t *self, zmsg_t *zmsg)
 static int s_on_readable(zloop_t *loop, zsock_t *sock, void *arg)
 {
     (void)loop;
-    client_t *self = arg;
+    s_broker_t *broker = arg;
+    client_t *self = broker->owner;
     for (int n = 0; n < 1000 && (zsock_events(sock) & ZMQ_POLLIN); n++) {
         zmsg_t *msg = zmsg_recv_nowait(sock);
         if (!msg)
@@ -193,6 +226,108 @@ static int s_on_readable(zloop_t *loop, zsock_t *sock, void *arg)
     }
     s_pump(self);
     return 0;
+}
+
+/*  The connection to a broker went away (killed, restarted, or silent past the
+    ZeroMQ heartbeat timeout): what we sent on it will never be answered. Each such
+    call is answered 503 now; it may or may not have been applied, which the
+    callers handle (idempotency keys, the finish's 409 check). */
+static void s_broker_lost(client_t *self, s_broker_t *broker)
+{
+    size_t count = 0, cap = zhashx_size(self->calls);
+    uint64_t *ids = cap ? malloc(cap * sizeof *ids) : NULL;
+    for (s_call_t *call = zhashx_first(self->calls); ids && call; call = zhashx_next(self->calls))
+        if (call->state == S_SENT && !call->send_failed && call->broker == broker->index)
+            ids[count++] = call->id;
+    if (count)
+        slog_warn("client: lost the connection to the broker at %s with %zu request(s) in "
+                  "flight; answering them 503",
+                  broker->endpoint, count);
+    /* by id, looked up again: a callback may forget or finish other calls */
+    for (size_t i = 0; i < count; i++) {
+        s_call_t *call = zhashx_lookup(self->calls, idtable_key(ids[i]));
+        if (call && call->state == S_SENT)
+            s_fake_reply(self, call, 503, "broker_lost",
+                         "the connection to the broker was lost with the request in flight; "
+                         "it may or may not have been applied");
+    }
+    free(ids);
+    s_pump(self);
+}
+
+static int s_on_monitor(zloop_t *loop, zsock_t *sock, void *arg)
+{
+    (void)loop;
+    s_broker_t *broker = arg;
+    zmsg_t *msg;
+    while ((zsock_events(sock) & ZMQ_POLLIN) && (msg = zmsg_recv_nowait(sock))) {
+        /* libzmq's event message: 2 bytes event, 4 bytes value; then the address */
+        zframe_t *head = zmsg_first(msg);
+        uint16_t event = 0;
+        if (head && zframe_size(head) == 6)
+            memcpy(&event, zframe_data(head), sizeof event);
+        zmsg_destroy(&msg);
+        if (event == ZMQ_EVENT_DISCONNECTED)
+            s_broker_lost(broker->owner, broker);
+        else if (event == ZMQ_EVENT_CONNECTED)
+            slog_debug("client: connected to the broker at %s", broker->endpoint);
+    }
+    return 0;
+}
+
+static int s_broker_open(client_t *self, s_broker_t *broker, const char *endpoint)
+{
+    broker->owner = self;
+    broker->endpoint = strdup(endpoint);
+    broker->sock = zsock_new(ZMQ_DEALER);
+    if (!broker->endpoint || !broker->sock)
+        return -1;
+    zsock_t *sock = broker->sock;
+    zsock_set_linger(sock, 0);
+    zsock_set_sndhwm(sock, 100000);
+    zsock_set_rcvhwm(sock, 100000);
+    zsock_set_sndtimeo(sock, 0); /* never block the loop */
+    /* IMMEDIATE: a request only goes out on a live connection (else the DEALER
+       queues it for a broker that may never come back); heartbeats: a cut link (no
+       FIN ever comes) is taken for dead after S_HEARTBEAT_TTL_MS, which also
+       raises DISCONNECTED for the monitor. */
+    zsock_set_immediate(sock, 1);
+    zsock_set_heartbeat_ivl(sock, S_HEARTBEAT_IVL_MS);
+    zsock_set_heartbeat_timeout(sock, S_HEARTBEAT_TTL_MS);
+    char inproc[96];
+    snprintf(inproc, sizeof inproc, "inproc://stream-client-monitor-%p", (void *)broker);
+    if (zmq_socket_monitor(zsock_resolve(sock), inproc, S_MONITOR_EVENTS) != 0) {
+        slog_error("client: cannot monitor the socket for %s: %s", endpoint, zmq_strerror(errno));
+        return -1;
+    }
+    broker->monitor = zsock_new_pair(inproc); /* '>' is implied: connects */
+    if (!broker->monitor) {
+        slog_error("client: cannot open the monitor of the socket for %s", endpoint);
+        return -1;
+    }
+    if (zsock_connect(sock, "%s", endpoint) != 0) {
+        slog_error("client: cannot connect to %s", endpoint);
+        return -1;
+    }
+    if (zloop_reader(self->loop, sock, s_on_readable, broker) != 0 ||
+        zloop_reader(self->loop, broker->monitor, s_on_monitor, broker) != 0)
+        return -1;
+    return 0;
+}
+
+static void s_broker_close(client_t *self, s_broker_t *broker)
+{
+    if (broker->monitor) {
+        zloop_reader_end(self->loop, broker->monitor);
+        zsock_destroy(&broker->monitor);
+    }
+    if (broker->sock) {
+        zloop_reader_end(self->loop, broker->sock);
+        zmq_socket_monitor(zsock_resolve(broker->sock), NULL, 0);
+        zsock_destroy(&broker->sock);
+    }
+    free(broker->endpoint);
+    broker->endpoint = NULL;
 }
 
 client_t *client_new(zloop_t *loop, timers_t *timers, const char *endpoints, size_t max_in_flight)
@@ -208,36 +343,27 @@ client_t *client_new(zloop_t *loop, timers_t *timers, const char *endpoints, siz
     self->calls = idtable_new(false);
     self->urgent = zlistx_new();
     self->background = zlistx_new();
-    self->sock = zsock_new(ZMQ_DEALER);
-    if (!self->calls || !self->urgent || !self->background || !self->sock) {
+    char *list = strdup(endpoints ? endpoints : "");
+    size_t n = 0;
+    for (const char *c = list; c && *c; c++)
+        n += *c == ',';
+    self->brokers = calloc(n + 1, sizeof *self->brokers);
+    if (!self->calls || !self->urgent || !self->background || !list || !self->brokers) {
+        free(list);
         client_destroy(&self);
         return NULL;
     }
-    zsock_set_linger(self->sock, 0);
-    zsock_set_sndhwm(self->sock, 100000);
-    zsock_set_rcvhwm(self->sock, 100000);
-    zsock_set_sndtimeo(self->sock, 0); /* never block the loop */
-    /* Several brokers: a request must only go to one that is connected. Without
-       IMMEDIATE the DEALER keeps a pipe for a broker that died and round-robins
-       every other request into it; without heartbeats a cut link (no FIN ever
-       comes) looks connected for as long as TCP retransmits. With both, a broker
-       that is gone or silent for S_HEARTBEAT_TTL_MS is skipped until it is back. */
-    zsock_set_immediate(self->sock, 1);
-    zsock_set_heartbeat_ivl(self->sock, S_HEARTBEAT_IVL_MS);
-    zsock_set_heartbeat_timeout(self->sock, S_HEARTBEAT_TTL_MS);
-    char *list = strdup(endpoints);
-    int connected = 0;
-    for (char *save = NULL, *ep = strtok_r(list, ", ", &save); ep;
+    int rc = 0;
+    for (char *save = NULL, *ep = strtok_r(list, ", ", &save); ep && rc == 0;
          ep = strtok_r(NULL, ", ", &save)) {
-        if (zsock_connect(self->sock, "%s", ep) != 0) {
-            slog_error("client: cannot connect to %s", ep);
-            connected = -1;
-            break;
-        }
-        connected++;
+        s_broker_t *broker = &self->brokers[self->broker_count];
+        broker->index = self->broker_count++;
+        rc = s_broker_open(self, broker, ep);
     }
     free(list);
-    if (connected <= 0 || zloop_reader(loop, self->sock, s_on_readable, self) != 0) {
+    if (rc != 0 || self->broker_count == 0) {
+        if (self->broker_count == 0)
+            slog_error("client: no broker endpoint given");
         client_destroy(&self);
         return NULL;
     }
@@ -254,9 +380,9 @@ void client_destroy(client_t **self_p)
         while ((call = zhashx_first(self->calls)))
             s_call_free(self, call);
     }
-    if (self->sock && self->loop)
-        zloop_reader_end(self->loop, self->sock);
-    zsock_destroy(&self->sock);
+    for (size_t i = 0; self->brokers && i < self->broker_count; i++)
+        s_broker_close(self, &self->brokers[i]);
+    free(self->brokers);
     zhashx_destroy(&self->calls);
     zlistx_destroy(&self->urgent);
     zlistx_destroy(&self->background);

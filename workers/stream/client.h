@@ -12,9 +12,12 @@
     client_call, so time spent waiting here is part of its budget.
 
     Every call gets exactly one callback, never from inside client_call: the REPLY,
-    or a made-up one - 504 `timeout` when neither a reply nor the broker's own 504
-    came by the deadline plus a grace period (a broker that died), 503 `unavailable`
-    when the request could not be sent.
+    or a made-up one - 503 `broker_lost` as soon as the connection to the broker it
+    was sent to goes away (killed, restarted, or silent for 3 s: one DEALER per
+    broker, watched by a socket monitor; the call may or may not have been applied),
+    504 `timeout` when neither a reply nor the broker's own 504 came by the deadline
+    plus a grace period, 503 `unavailable` when the request could not be sent (no
+    broker connected).
 */
 #ifndef SLUICE_CLIENT_H
 #define SLUICE_CLIENT_H
@@ -35,7 +38,7 @@ typedef enum {
     CLIENT_BACKGROUND, /* checkpoints: fine to wait behind begin and finish */
 } client_priority_t;
 
-/* endpoints: comma-separated broker frontends (the DEALER round-robins). */
+/* endpoints: comma-separated broker frontends (calls go round-robin over them). */
 client_t *client_new(zloop_t *loop, timers_t *timers, const char *endpoints, size_t max_in_flight);
 /* Calls still waiting are dropped without their callbacks. */
 void client_destroy(client_t **self_p);
