@@ -2,6 +2,7 @@
 #include "broker.h"
 #include "bus.h"
 #include "clock.h"
+#include "curve.h"
 #include "slog.h"
 #include "smp.h"
 #include "wire.h"
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define S_BATCH 256      /* messages read from one socket before looking at the others */
@@ -26,17 +28,24 @@ struct broker_t {
     zsock_t *backend;    /* ROUTER, workers */
     zsock_t *events_in;  /* XSUB, publishers */
     zsock_t *events_out; /* XPUB, subscribers */
+    curve_t curve;       /* the broker's keys, when CurveZMQ is on */
+    zactor_t *auth;      /* zauth: the ZAP handler that checks peers' keys */
     router_t *router;
     wire_t *wire;  /* receive buffer shared by both ROUTER sockets */
     int signal_fd; /* SIGTERM/SIGINT, read in the loop: no handler, no global flag */
     int64_t drain_ms;
 };
 
-static zsock_t *s_bind(int type, const char *endpoint, const char *what)
+static zsock_t *s_bind(const curve_t *curve, int type, const char *endpoint, const char *what)
 {
     zsock_t *sock = zsock_new(type);
     if (!sock) {
         slog_error("cannot create the %s socket", what);
+        return NULL;
+    }
+    if (curve_apply_server(curve, zsock_resolve(sock)) != 0) {
+        slog_error("cannot make the %s socket a CURVE server: %s", what, zmq_strerror(errno));
+        zsock_destroy(&sock);
         return NULL;
     }
     zsock_set_sndhwm(sock, S_HWM);
@@ -49,6 +58,45 @@ static zsock_t *s_bind(int type, const char *endpoint, const char *what)
         zsock_destroy(&sock);
     }
     return sock;
+}
+
+/*  CurveZMQ, when curve_cert is set: every socket is a CURVE server, and zauth (a
+    czmq actor answering ZAP in this process's ZeroMQ context) lets in only the
+    public keys whose certificates are in curve_allow. A peer with another key, or
+    none, never gets a connection: its messages never reach the broker. */
+static int s_curve_start(broker_t *self, const broker_config_t *cfg)
+{
+    bool want = (cfg->curve_cert && *cfg->curve_cert) || (cfg->curve_allow && *cfg->curve_allow);
+    if (!want)
+        return 0;
+    char why[512];
+    if (!cfg->curve_allow || !*cfg->curve_allow) {
+        slog_error("curve_cert is set but curve_allow (the folder of allowed public "
+                   "certificates) is not");
+        return -1;
+    }
+    if (curve_load(&self->curve, cfg->curve_cert, NULL, true, why, sizeof why) != 0) {
+        slog_error("CurveZMQ: %s", why);
+        return -1;
+    }
+    if (!self->curve.enabled) {
+        slog_error("curve_allow is set but curve_cert (the broker's key pair) is not");
+        return -1;
+    }
+    struct stat st;
+    if (stat(cfg->curve_allow, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        slog_error("curve_allow %s is not a folder", cfg->curve_allow);
+        return -1;
+    }
+    self->auth = zactor_new(zauth, NULL);
+    if (!self->auth || zstr_sendx(self->auth, "CURVE", cfg->curve_allow, NULL) != 0 ||
+        zsock_wait(self->auth) != 0) {
+        slog_error("cannot start the CurveZMQ authenticator");
+        return -1;
+    }
+    slog_info("CurveZMQ on: broker public key %s; peers allowed from %s", self->curve.public_txt,
+              cfg->curve_allow);
+    return 0;
 }
 
 broker_t *broker_new(const broker_config_t *cfg)
@@ -80,10 +128,16 @@ broker_t *broker_new(const broker_config_t *cfg)
         broker_destroy(&self);
         return NULL;
     }
-    self->frontend = s_bind(ZMQ_ROUTER, cfg->frontend, "frontend");
-    self->backend = self->frontend ? s_bind(ZMQ_ROUTER, cfg->backend, "backend") : NULL;
-    self->events_in = self->backend ? s_bind(ZMQ_XSUB, cfg->events_in, "events_in") : NULL;
-    self->events_out = self->events_in ? s_bind(ZMQ_XPUB, cfg->events_out, "events_out") : NULL;
+    if (s_curve_start(self, cfg) != 0) {
+        broker_destroy(&self);
+        return NULL;
+    }
+    const curve_t *curve = &self->curve;
+    self->frontend = s_bind(curve, ZMQ_ROUTER, cfg->frontend, "frontend");
+    self->backend = self->frontend ? s_bind(curve, ZMQ_ROUTER, cfg->backend, "backend") : NULL;
+    self->events_in = self->backend ? s_bind(curve, ZMQ_XSUB, cfg->events_in, "events_in") : NULL;
+    self->events_out =
+        self->events_in ? s_bind(curve, ZMQ_XPUB, cfg->events_out, "events_out") : NULL;
     if (!self->events_out) {
         broker_destroy(&self);
         return NULL;
@@ -121,6 +175,7 @@ void broker_destroy(broker_t **self_p)
     zsock_destroy(&self->backend);
     zsock_destroy(&self->events_in);
     zsock_destroy(&self->events_out);
+    zactor_destroy(&self->auth);
     if (self->signal_fd >= 0)
         close(self->signal_fd);
     free(self);

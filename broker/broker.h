@@ -21,6 +21,8 @@ typedef struct {
     const char *events_in;  /* XSUB bind endpoint for publishers */
     const char *events_out; /* XPUB bind endpoint for subscribers */
     int64_t drain_ms;       /* on shutdown, how long to wait for in-flight replies */
+    const char *curve_cert;  /* CurveZMQ key pair (curve.h); NULL or "": plain TCP */
+    const char *curve_allow; /* folder of the public certificates of allowed peers */
     router_config_t router;
 } broker_config_t;
 

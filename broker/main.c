@@ -28,6 +28,11 @@ static const config_option_t s_options[] = {
     {"default_deadline_ms", CONFIG_INT, "5000", "deadline of a request that sends 0"},
     {"drain_ms", CONFIG_INT, "5000", "on SIGTERM, how long to wait for in-flight replies"},
     {"pool_service", CONFIG_STR, "db", "workers of this service report pools in sys status"},
+    {"curve_cert", CONFIG_STR, "",
+     "CurveZMQ: the broker's key pair (sluicectl keygen PATH; PATH_secret holds the secret); "
+     "empty: plain TCP"},
+    {"curve_allow", CONFIG_STR, "",
+     "CurveZMQ: folder of the public certificates of the clients and workers let in"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -76,6 +81,8 @@ int main(int argc, char **argv)
         .events_in = config_str(config, "events_in"),
         .events_out = config_str(config, "events_out"),
         .drain_ms = config_int(config, "drain_ms"),
+        .curve_cert = config_str(config, "curve_cert"),
+        .curve_allow = config_str(config, "curve_allow"),
         .router =
             {
                 .heartbeat_ms = config_int(config, "heartbeat_ms"),

@@ -19,6 +19,7 @@
 */
 #include "sluice/client.h"
 #include "clock.h"
+#include "curve.h"
 #include "mp.h"
 #include "smp.h"
 
@@ -75,6 +76,7 @@ struct sl_client_t {
     bool poke;           /* we sent since the last dispatch: a ZMQ_FD edge may be gone */
     msgpack_zone zone;
     msgpack_sbuffer buf;
+    curve_t curve; /* CurveZMQ keys for every socket; disabled: plain TCP */
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -217,6 +219,12 @@ static int s_add_link(void *arg, const char *endpoint)
     void *sock = zmq_socket(self->ctx, ZMQ_DEALER);
     if (!sock)
         return -1;
+    if (curve_apply_client(&self->curve, sock) != 0) {
+        int err = errno;
+        zmq_close(sock);
+        errno = err;
+        return -1;
+    }
     int on = 1, linger = S_LINGER_MS, ivl = S_HEARTBEAT_IVL_MS, ttl = S_HEARTBEAT_TTL_MS;
     zmq_setsockopt(sock, ZMQ_IMMEDIATE, &on, sizeof on);
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
@@ -234,9 +242,24 @@ static int s_add_link(void *arg, const char *endpoint)
 
 sl_client_t *sl_client_new(const char *endpoints)
 {
+    return sl_client_new_curve(endpoints, NULL, NULL, NULL, 0);
+}
+
+sl_client_t *sl_client_new_curve(const char *endpoints, const char *cert_path,
+                                 const char *broker_cert_path, char *why, size_t why_size)
+{
+    char reason[512];
+    curve_t curve;
+    if (curve_load(&curve, cert_path, broker_cert_path, false, reason, sizeof reason) != 0) {
+        if (why && why_size)
+            snprintf(why, why_size, "%s", reason);
+        errno = EINVAL;
+        return NULL;
+    }
     sl_client_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
+    self->curve = curve;
     msgpack_zone_init(&self->zone, 4096);
     msgpack_sbuffer_init(&self->buf);
     self->ctx = zmq_ctx_new();
@@ -516,6 +539,12 @@ int sl_client_subscribe(sl_client_t *self, const char *endpoints, const char *pr
         void *sub = zmq_socket(self->ctx, ZMQ_SUB);
         if (!sub)
             return -1;
+        if (curve_apply_client(&self->curve, sub) != 0) {
+            int err = errno;
+            zmq_close(sub);
+            errno = err;
+            return -1;
+        }
         int linger = 0;
         zmq_setsockopt(sub, ZMQ_LINGER, &linger, sizeof linger);
         s_sub_t s = {sub, 0};

@@ -381,27 +381,51 @@ void config_destroy(config_t **self_p)
 int config_reload_log_level(const config_t *started, const config_t *current, const char *who,
                             config_t **fresh_p)
 {
+    return config_reload_apply(started, current, who, NULL, NULL, NULL, fresh_p);
+}
+
+static bool s_listed(const char *const *names, const char *name)
+{
+    if (strcmp(name, "log_level") == 0)
+        return true;
+    for (size_t i = 0; names && names[i]; i++)
+        if (strcmp(names[i], name) == 0)
+            return true;
+    return false;
+}
+
+int config_reload_apply(const config_t *started, const config_t *current, const char *who,
+                        const char *const *reloadable, config_apply_fn *apply, void *arg,
+                        config_t **fresh_p)
+{
     config_t *fresh = NULL;
     char why[1024];
-    if (config_reload(started, &fresh, why, sizeof why) != 0) {
+    if (config_reload(started, &fresh, why, sizeof why) != 0 ||
+        (apply && apply(arg, fresh, why, sizeof why) != 0)) {
         slog_error("%sreload (SIGHUP) rejected, settings unchanged: %s", who, why);
+        config_destroy(&fresh);
         return -1;
     }
     slog_level_t level = SLOG_INFO;
     slog_level_parse(config_str(fresh, "log_level"), &level);
     slog_set_level(level);
-    char changed[256] = "", ignored[512] = "";
-    if (strcmp(config_str(current, "log_level"), config_str(fresh, "log_level")) != 0)
-        snprintf(changed, sizeof changed, "changed log_level %s -> %s",
-                 config_str(current, "log_level"), config_str(fresh, "log_level"));
+    /* reloadable settings against what was last applied, the others against what
+       runs since the start */
+    char changed[1024] = "", ignored[512] = "";
     const char *names[64];
-    size_t n = config_diff(started, fresh, names, 64), used = 0;
+    size_t n = config_diff(current, fresh, names, 64), used = 0, used_ignored = 0;
     for (size_t i = 0; i < n; i++)
-        if (strcmp(names[i], "log_level") != 0 && used < sizeof ignored)
-            used += (size_t)snprintf(ignored + used, sizeof ignored - used, "%s%s",
-                                     used ? ", " : "", names[i]);
-    slog_info("%sreload (SIGHUP): %s%s%s", who, *changed ? changed : "nothing to change",
-              used ? "; needs a restart, ignored: " : "", ignored);
+        if (s_listed(reloadable, names[i]) && used < sizeof changed)
+            used += (size_t)snprintf(changed + used, sizeof changed - used, "%s%s %s -> %s",
+                                     used ? ", " : "changed ", names[i],
+                                     config_str(current, names[i]), config_str(fresh, names[i]));
+    n = config_diff(started, fresh, names, 64);
+    for (size_t i = 0; i < n; i++)
+        if (!s_listed(reloadable, names[i]) && used_ignored < sizeof ignored)
+            used_ignored += (size_t)snprintf(ignored + used_ignored, sizeof ignored - used_ignored,
+                                             "%s%s", used_ignored ? ", " : "", names[i]);
+    slog_info("%sreload (SIGHUP): %s%s%s", who, used ? changed : "nothing to change",
+              used_ignored ? "; needs a restart, ignored: " : "", ignored);
     *fresh_p = fresh;
     return 0;
 }

@@ -51,6 +51,19 @@ size_t config_diff(const config_t *a, const config_t *b, const char **names, siz
 int config_reload_log_level(const config_t *started, const config_t *current, const char *who,
                             config_t **fresh_p);
 
+/*  Checks and applies the settings of fresh that the process can change while it
+    runs, all or nothing: returns 0 once applied, or -1 with the reason in why
+    (nothing applied). */
+typedef int(config_apply_fn)(void *arg, const config_t *fresh, char *why, size_t why_size);
+
+/*  The same SIGHUP for a process that also applies the settings named in
+    reloadable (NULL-terminated) through apply: a reload that apply refuses is
+    rejected whole (log level included), with one line saying why. The line of an
+    accepted one names each change as "name old -> new". */
+int config_reload_apply(const config_t *started, const config_t *current, const char *who,
+                        const char *const *reloadable, config_apply_fn *apply, void *arg,
+                        config_t **fresh_p);
+
 /* The getters assert that name is one of the program's options: asking for an
    undeclared name is our own bug, never input. */
 const char *config_str(const config_t *self, const char *name);

@@ -4,6 +4,8 @@
 #include "mp.h"
 #include "slog.h"
 
+#include <errno.h>
+
 #include <string.h>
 
 typedef struct {
@@ -25,13 +27,19 @@ struct worker_t {
     zlistx_t *inflight; /* worker_request_t*, in arrival order */
     zloop_t *loop;      /* when attached */
     int timer_id;
+    const curve_t *curve; /* NULL: plain TCP */
 };
 
-static zsock_t *s_link_open(s_link_t *link)
+static zsock_t *s_link_open(const worker_t *self, s_link_t *link)
 {
     zsock_t *sock = zsock_new(ZMQ_DEALER);
     if (!sock)
         return NULL;
+    if (curve_apply_client(self->curve, zsock_resolve(sock)) != 0) {
+        slog_error("worker: cannot set the CurveZMQ keys: %s", zmq_strerror(errno));
+        zsock_destroy(&sock);
+        return NULL;
+    }
     zsock_set_linger(sock, 0);
     /* a reply must never block the loop: a broker that cannot take it is dead */
     zsock_set_sndhwm(sock, 100000);
@@ -91,7 +99,7 @@ static void s_link_reset(worker_t *self, size_t i, const char *reason)
             zloop_reader_end(self->loop, link->sock);
         zsock_destroy(&link->sock);
     }
-    link->sock = s_link_open(link);
+    link->sock = s_link_open(self, link);
     link->epoch++;
     int64_t now = clock_now_ms();
     link->last_recv_ms = now;
@@ -177,6 +185,11 @@ int worker_start(worker_t *self, uint32_t credit)
             return -1;
     }
     return 0;
+}
+
+void worker_set_curve(worker_t *self, const curve_t *curve)
+{
+    self->curve = curve;
 }
 
 void worker_set_credit(worker_t *self, uint32_t credit)

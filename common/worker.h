@@ -26,6 +26,7 @@
 #ifndef SLUICE_WORKER_H
 #define SLUICE_WORKER_H
 
+#include "curve.h"
 #include "smp.h"
 
 #include <czmq.h>
@@ -71,6 +72,9 @@ worker_t *worker_new(const char *service, const char *const *endpoints, size_t n
 /*  Sends DISCONNECT to every broker (if started) and frees everything. Requests
     still in flight are dropped without a reply (call worker_stop and drain first). */
 void worker_destroy(worker_t **self_p);
+
+/* CurveZMQ keys for every link (kept by pointer; set before worker_start). */
+void worker_set_curve(worker_t *self, const curve_t *curve);
 
 /* Connects every link and sends READY with credit. */
 int worker_start(worker_t *self, uint32_t credit);

@@ -53,12 +53,16 @@ static void s_topic_free(void **item_p)
     *item_p = NULL;
 }
 
-events_t *events_new(uv_loop_t *loop, const char *endpoints, int64_t settle_ms, events_fn *fn,
-                     void *arg)
+events_t *events_new(uv_loop_t *loop, const char *endpoints, const curve_t *curve, int64_t settle_ms,
+                     events_fn *fn, void *arg)
 {
     events_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
     self->sub = zsock_new(ZMQ_SUB);
-    if (!self->sub) {
+    if (!self->sub || curve_apply_client(curve, zsock_resolve(self->sub)) != 0) {
+        slog_error("events: cannot make the SUB socket (CurveZMQ keys?)");
+        zsock_destroy(&self->sub);
         free(self);
         return NULL;
     }

@@ -14,6 +14,8 @@
 #ifndef SLUICE_GATEWAY_EVENTS_H
 #define SLUICE_GATEWAY_EVENTS_H
 
+#include "curve.h"
+
 #include <msgpack.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,7 +26,7 @@ typedef struct events_t events_t;
 /* One event for user_id; body is the event map, valid only during the call. */
 typedef void(events_fn)(void *arg, int64_t user_id, const msgpack_object *body);
 
-events_t *events_new(uv_loop_t *loop, const char *endpoints, int64_t settle_ms, events_fn *fn,
+events_t *events_new(uv_loop_t *loop, const char *endpoints, const curve_t *curve, int64_t settle_ms, events_fn *fn,
                      void *arg);
 void events_destroy(events_t **self_p);
 

@@ -16,6 +16,7 @@
 #include "auth_cache.h"
 #include "clock.h"
 #include "config.h"
+#include "curve.h"
 #include "events.h"
 #include "http.h"
 #include "listener.h"
@@ -99,6 +100,7 @@ static const config_option_t s_options[] = {
      "open connections per client address; more get 429 (0: no limit)"},
     {"ratelimit_max_entries", CONFIG_INT, "100000",
      "addresses, and tokens, the rate limits track; the least recently seen go first"},
+    CURVE_CLIENT_OPTIONS,
     {NULL, 0, NULL, NULL},
 };
 
@@ -106,10 +108,11 @@ static const config_option_t s_options[] = {
 typedef struct {
     gw_t gw;
     config_t *config;
+    curve_t curve; /* CurveZMQ keys of the DEALER and SUB sockets */
     uv_loop_t loop;
     uv_signal_t sigterm;
     uv_signal_t sigint;
-    uv_signal_t sighup; /* reload: log_level only (docs/config.md, "Reloading") */
+    uv_signal_t sighup; /* reload: log_level and the limits (docs/config.md, "Reloading") */
     config_t *applied;  /* the last configuration a SIGHUP applied; NULL: config */
     uv_timer_t janitor;
     uv_prepare_t before_poll;
@@ -231,16 +234,62 @@ static void s_on_signal(uv_signal_t *handle, int signum)
     notify_shutdown(gw->notify);
 }
 
-/*  SIGHUP: the settings are read again (config file, environment, flags); only
-    log_level is applied so far, every other change is named as needing a restart
-    (reloading the rate limits is the gateway's follow-up). One line either way. */
+/* The rate and connection limits of c into cfg; -1 with why when out of range. */
+static int s_rate_settings(const config_t *c, gw_config_t *cfg, char *why, size_t why_size)
+{
+    int64_t token_rate = config_int(c, "token_rate"), token_burst = config_int(c, "token_burst");
+    int64_t address_rate = config_int(c, "address_rate");
+    int64_t address_burst = config_int(c, "address_burst");
+    int64_t per_address = config_int(c, "address_max_connections");
+    int64_t rl_entries = config_int(c, "ratelimit_max_entries");
+    if (token_rate < 0 || token_rate > 1000000 || address_rate < 0 || address_rate > 1000000 ||
+        token_burst < 1 || token_burst > 1000000 || address_burst < 1 ||
+        address_burst > 1000000 || per_address < 0 || rl_entries < 1 || rl_entries > 100000000) {
+        snprintf(why, why_size, "a rate limit setting is out of range: token_rate and "
+                                "address_rate 0-1000000, token_burst and address_burst 1-1000000, "
+                                "address_max_connections >= 0, ratelimit_max_entries 1-100000000");
+        return -1;
+    }
+    cfg->token_rate = (int)token_rate;
+    cfg->token_burst = (int)token_burst;
+    cfg->address_rate = (int)address_rate;
+    cfg->address_burst = (int)address_burst;
+    cfg->address_max_connections = (size_t)per_address;
+    cfg->ratelimit_max_entries = (size_t)rl_entries;
+    return 0;
+}
+
+/* The settings a SIGHUP applies, besides log_level. */
+static const char *const s_reloadable[] = {"token_rate",    "token_burst",
+                                           "address_rate",  "address_burst",
+                                           "address_max_connections", "ratelimit_max_entries",
+                                           NULL};
+
+static int s_apply_limits(void *arg, const config_t *fresh, char *why, size_t why_size)
+{
+    gw_t *gw = arg;
+    gw_config_t next = gw->cfg;
+    if (s_rate_settings(fresh, &next, why, why_size) != 0)
+        return -1;
+    if (gw->throttle && throttle_reconfigure(gw->throttle, &next) != 0) {
+        snprintf(why, why_size, "out of memory for the new rate limit tables");
+        return -1;
+    }
+    gw->cfg = next; /* only the limits differ */
+    return 0;
+}
+
+/*  SIGHUP: the settings are read again (config file, environment, flags); the
+    rate and connection limits and log_level are applied without dropping a
+    connection (the rate buckets start full again), every other change is named as
+    needing a restart. All or nothing, one line either way. */
 static void s_on_hup(uv_signal_t *handle, int signum)
 {
     (void)signum;
     s_main_t *m = handle->data;
     config_t *fresh = NULL;
-    if (config_reload_log_level(m->config, m->applied ? m->applied : m->config, "gateway: ",
-                                &fresh) != 0)
+    if (config_reload_apply(m->config, m->applied ? m->applied : m->config, "gateway: ",
+                            s_reloadable, s_apply_limits, &m->gw, &fresh) != 0)
         return;
     config_destroy(&m->applied);
     m->applied = fresh;
@@ -300,24 +349,11 @@ static int s_load(s_main_t *m)
     cfg->static_dir = config_str(c, "static_dir");
     cfg->tls_cert = config_str(c, "tls_cert");
     cfg->tls_key = config_str(c, "tls_key");
-    cfg->token_rate = (int)config_int(c, "token_rate");
-    cfg->token_burst = (int)config_int(c, "token_burst");
-    cfg->address_rate = (int)config_int(c, "address_rate");
-    cfg->address_burst = (int)config_int(c, "address_burst");
-    int64_t per_address = config_int(c, "address_max_connections");
-    int64_t rl_entries = config_int(c, "ratelimit_max_entries");
-    if (config_int(c, "token_rate") < 0 || config_int(c, "token_rate") > 1000000 ||
-        config_int(c, "address_rate") < 0 || config_int(c, "address_rate") > 1000000 ||
-        config_int(c, "token_burst") < 1 || config_int(c, "token_burst") > 1000000 ||
-        config_int(c, "address_burst") < 1 || config_int(c, "address_burst") > 1000000 ||
-        per_address < 0 || rl_entries < 1 || rl_entries > 100000000) {
-        fprintf(stderr, "sluice-gateway: a rate limit setting is out of range: token_rate and "
-                        "address_rate 0-1000000, token_burst and address_burst 1-1000000, "
-                        "address_max_connections >= 0, ratelimit_max_entries 1-100000000\n");
+    char why[300];
+    if (s_rate_settings(c, cfg, why, sizeof why) != 0) {
+        fprintf(stderr, "sluice-gateway: %s\n", why);
         return -1;
     }
-    cfg->address_max_connections = (size_t)per_address;
-    cfg->ratelimit_max_entries = (size_t)rl_entries;
     if (s_check_tls(cfg) != 0)
         return -1;
     int64_t deadline = config_int(c, "deadline_ms");
@@ -364,7 +400,15 @@ int main(int argc, char **argv)
                          s_options, argc, argv);
     if (rc != 0)
         return rc > 0 ? 0 : 2;
+    char curve_why[512];
     if (s_load(&m) != 0) {
+        config_destroy(&m.config);
+        return 2;
+    }
+    if (curve_load(&m.curve, config_str(m.config, "curve_cert"),
+                   config_str(m.config, "curve_broker_cert"), false, curve_why,
+                   sizeof curve_why) != 0) {
+        fprintf(stderr, "sluice-gateway: CurveZMQ: %s\n", curve_why);
         config_destroy(&m.config);
         return 2;
     }
@@ -380,8 +424,8 @@ int main(int argc, char **argv)
     gw->tls = gw->cfg.tls_cert[0] != 0;
     gw->throttle = throttle_new(gw);
     gw->static_files = static_files_new(gw->cfg.static_dir);
-    gw->upstream = upstream_new(gw->loop, config_str(m.config, "frontend"));
-    gw->events = events_new(gw->loop, config_str(m.config, "events_out"),
+    gw->upstream = upstream_new(gw->loop, config_str(m.config, "frontend"), &m.curve);
+    gw->events = events_new(gw->loop, config_str(m.config, "events_out"), &m.curve,
                             gw->cfg.subscribe_settle_ms, s_on_event, gw);
     auth_cache_config_t acfg = {gw->cfg.auth_cache_ms, gw->cfg.auth_negative_ms,
                                 gw->cfg.auth_cache_max, gw->cfg.internal_deadline_ms};

@@ -26,19 +26,34 @@ struct throttle_t {
     zhashx_t *peers;         /* key -> throttle_peer_t (owned by their connections) */
 };
 
+/* The rate tables cfg asks for (NULL where a rate is 0); -1 on a bad value or
+   out of memory, with nothing made. */
+static int s_tables(const gw_config_t *cfg, ratelimit_t **by_address, ratelimit_t **by_token)
+{
+    *by_address = *by_token = NULL;
+    if (cfg->address_rate > 0)
+        *by_address = ratelimit_new((double)cfg->address_rate, (double)cfg->address_burst,
+                                    cfg->ratelimit_max_entries);
+    if (cfg->token_rate > 0)
+        *by_token = ratelimit_new((double)cfg->token_rate, (double)cfg->token_burst,
+                                  cfg->ratelimit_max_entries);
+    if ((cfg->address_rate > 0 && !*by_address) || (cfg->token_rate > 0 && !*by_token)) {
+        ratelimit_destroy(by_address);
+        ratelimit_destroy(by_token);
+        return -1;
+    }
+    return 0;
+}
+
 throttle_t *throttle_new(gw_t *gw)
 {
     const gw_config_t *cfg = &gw->cfg;
     throttle_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
     self->gw = gw;
     self->max_connections = cfg->address_max_connections;
-    if (cfg->address_rate > 0)
-        self->by_address = ratelimit_new((double)cfg->address_rate, (double)cfg->address_burst,
-                                         cfg->ratelimit_max_entries);
-    if (cfg->token_rate > 0)
-        self->by_token = ratelimit_new((double)cfg->token_rate, (double)cfg->token_burst,
-                                       cfg->ratelimit_max_entries);
-    if ((cfg->address_rate > 0 && !self->by_address) || (cfg->token_rate > 0 && !self->by_token)) {
+    if (s_tables(cfg, &self->by_address, &self->by_token) != 0) {
         slog_error("throttle: bad rate limit settings");
         throttle_destroy(&self);
         return NULL;
@@ -47,6 +62,19 @@ throttle_t *throttle_new(gw_t *gw)
     zhashx_set_key_duplicator(self->peers, NULL); /* keys live in the peers */
     zhashx_set_key_destructor(self->peers, NULL);
     return self;
+}
+
+int throttle_reconfigure(throttle_t *self, const gw_config_t *cfg)
+{
+    ratelimit_t *by_address, *by_token;
+    if (s_tables(cfg, &by_address, &by_token) != 0)
+        return -1;
+    ratelimit_destroy(&self->by_address);
+    ratelimit_destroy(&self->by_token);
+    self->by_address = by_address;
+    self->by_token = by_token;
+    self->max_connections = cfg->address_max_connections;
+    return 0;
 }
 
 void throttle_destroy(throttle_t **self_p)

@@ -20,6 +20,14 @@ typedef struct throttle_peer_t throttle_peer_t;
 
 /* NULL on failure (logged). */
 throttle_t *throttle_new(gw_t *gw);
+
+/*  New limits from a reload (SIGHUP; cfg's rate fields are read). The rate tables
+    are made anew, so every bucket starts full; the connection limit applies at
+    once to the addresses tracked. Connections opened while no per-address limit
+    was on are not tracked, so a limit turned on by a reload counts only the
+    connections opened after it. Returns -1, changing nothing, on a bad value or
+    out of memory. */
+int throttle_reconfigure(throttle_t *self, const gw_config_t *cfg);
 void throttle_destroy(throttle_t **self_p);
 
 /* A connection was accepted on fd. Returns its peer (its address, holding one

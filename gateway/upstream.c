@@ -41,11 +41,15 @@ static void s_on_poll(uv_poll_t *handle, int status, int events)
     upstream_drain(handle->data);
 }
 
-upstream_t *upstream_new(uv_loop_t *loop, const char *endpoints)
+upstream_t *upstream_new(uv_loop_t *loop, const char *endpoints, const curve_t *curve)
 {
     upstream_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
     self->dealer = zsock_new(ZMQ_DEALER);
-    if (!self->dealer) {
+    if (!self->dealer || curve_apply_client(curve, zsock_resolve(self->dealer)) != 0) {
+        slog_error("upstream: cannot make the DEALER to the brokers (CurveZMQ keys?)");
+        zsock_destroy(&self->dealer);
         free(self);
         return NULL;
     }

@@ -9,6 +9,8 @@
 #ifndef SLUICE_GATEWAY_UPSTREAM_H
 #define SLUICE_GATEWAY_UPSTREAM_H
 
+#include "curve.h"
+
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -24,7 +26,7 @@ typedef struct upstream_call_t upstream_call_t;
 typedef void(upstream_fn)(void *arg, bool final, int status, const msgpack_object *body);
 
 /* endpoints: comma-separated broker frontends. NULL on failure (logged). */
-upstream_t *upstream_new(uv_loop_t *loop, const char *endpoints);
+upstream_t *upstream_new(uv_loop_t *loop, const char *endpoints, const curve_t *curve);
 void upstream_destroy(upstream_t **self_p);
 
 /*  Sends one REQUEST (body: a packed request map) to service with deadline_ms.

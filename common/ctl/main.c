@@ -7,6 +7,7 @@
     was 4xx (e.g. drain of an unknown worker: 404); 5 the reply was 5xx.
 */
 #include "config.h"
+#include "curve.h"
 #include "json.h"
 #include "mp.h"
 #include "sluice/client.h"
@@ -38,6 +39,7 @@ static const config_option_t s_options[] = {
     {"watch", CONFIG_BOOL, "false", "status: refresh until interrupted, like top"},
     {"interval_ms", CONFIG_INT, "1000", "status --watch: refresh period"},
     {"count", CONFIG_INT, "0", "tail: exit after this many events (0: until interrupted)"},
+    CURVE_CLIENT_OPTIONS,
     {NULL, 0, NULL, NULL},
 };
 
@@ -243,6 +245,18 @@ static int s_split(const char *list, char out[][256], size_t max)
 #define S_BROKERS_MAX 16
 
 /* One snapshot of every broker: printed, and the worst exit code returned. */
+/* A client of endpoints, over CurveZMQ when curve_cert is set; says why it cannot. */
+static sl_client_t *s_client_new(const s_ctl_t *ctl, const char *endpoints)
+{
+    char why[512] = "";
+    sl_client_t *client =
+        sl_client_new_curve(endpoints, config_str(ctl->config, "curve_cert"),
+                            config_str(ctl->config, "curve_broker_cert"), why, sizeof why);
+    if (!client && *why)
+        fprintf(stderr, "sluicectl: CurveZMQ: %s\n", why);
+    return client;
+}
+
 static int s_status_once(s_ctl_t *ctl, sl_client_t **clients, char endpoints[][256], int n)
 {
     json_t *all = json_array();
@@ -286,7 +300,7 @@ static int s_status(s_ctl_t *ctl)
     int n = s_split(config_str(ctl->config, "frontend"), endpoints, S_BROKERS_MAX);
     sl_client_t *clients[S_BROKERS_MAX];
     for (int i = 0; i < n; i++) {
-        clients[i] = sl_client_new(endpoints[i]);
+        clients[i] = s_client_new(ctl, endpoints[i]);
         if (!clients[i]) {
             fprintf(stderr, "sluicectl: bad endpoint %s: %s\n", endpoints[i], strerror(errno));
             while (i--)
@@ -365,7 +379,7 @@ static int s_call(s_ctl_t *ctl)
             return S_EXIT_USAGE;
         }
     }
-    sl_client_t *client = sl_client_new(config_str(ctl->config, "frontend"));
+    sl_client_t *client = s_client_new(ctl, config_str(ctl->config, "frontend"));
     if (!client) {
         fprintf(stderr, "sluicectl: bad frontend endpoint: %s\n", strerror(errno));
         json_decref(args);
@@ -444,7 +458,7 @@ static int s_tail(s_ctl_t *ctl)
         snprintf(prefix, sizeof prefix, "user/%s/", user);
     }
     /* the client needs a frontend; tail never calls, so any valid one will do */
-    sl_client_t *client = sl_client_new(config_str(ctl->config, "frontend"));
+    sl_client_t *client = s_client_new(ctl, config_str(ctl->config, "frontend"));
     s_tail_t tail = {0, config_int(ctl->config, "count")};
     if (!client || sl_client_subscribe(client, config_str(ctl->config, "events_out"), prefix,
                                        s_on_event, &tail) != 0) {
@@ -529,7 +543,7 @@ static int s_drain(s_ctl_t *ctl)
     json_t *all = json_array();
     bool drained = false, refused = false, failed = false;
     for (int i = 0; i < n; i++) {
-        sl_client_t *client = sl_client_new(endpoints[i]);
+        sl_client_t *client = s_client_new(ctl, endpoints[i]);
         int code = S_EXIT_USAGE;
         json_t *reply = client ? s_call_json(client, "sys", "drain", args, ctl->deadline_ms, &code)
                                : json_pack("{s:i}", "status", 0);

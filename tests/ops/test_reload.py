@@ -270,21 +270,52 @@ def _wait(predicate, what, timeout=10.0):
         time.sleep(0.05)
 
 
-def test_gateway_sighup_changes_log_level(stack, tmp_path):
+def test_gateway_sighup_changes_log_level_and_rate_limits(stack, tmp_path):
+    import requests
     path = str(tmp_path / "gateway.conf")
-    settings = {"host": "127.0.0.1", "port": procs.free_port(), "frontend": stack.frontend,
+    port = procs.free_port()
+    settings = {"host": "127.0.0.1", "port": port, "frontend": stack.frontend,
                 "events_out": stack.events_out, "static_dir": "", "log_level": "info"}
     write_config(path, settings)
     g = procs.Proc([procs.binary("gateway"), "--config", path], name="gateway")
     stack.workers.append(g)
     g.wait_log("listening")
-    settings.update(log_level="debug", address_rate=5)
+    http = requests.Session()  # one keep-alive connection, opened before the reload
+    url = "http://127.0.0.1:%d/v1/no-such-route" % port
+
+    def statuses(n):
+        return [http.get(url, timeout=5).status_code for _ in range(n)]
+
+    assert 429 not in statuses(6)
+    settings.update(log_level="debug", address_rate=1, address_burst=2, token_rate=7,
+                    max_body_bytes=1000)
     write_config(path, settings)
     line = reload(g, 0)
-    assert "changed log_level info -> debug" in line, line
-    assert "needs a restart, ignored: address_rate" in line, line
-    settings["log_level"] = "shouty"
+    assert "changed " in line and "log_level info -> debug" in line, line
+    assert "address_rate 0 -> 1" in line and "token_rate 0 -> 7" in line, line
+    assert "needs a restart, ignored: max_body_bytes" in line, line
+    # the new per-address rate applies to a new connection at once, without a restart
+    http.close()
+    http = requests.Session()
+    got = statuses(6)
+    assert got[:2] == [404, 404] and 429 in got, got
+    # a bad value is rejected whole: the log level and the limits stay as they are
+    settings.update(log_level="info", address_rate=-3)
     write_config(path, settings)
     line = reload(g, 1)
+    assert "rejected" in line and "rate limit" in line, line
+    assert 429 in statuses(4)
+    settings.update(log_level="shouty", address_rate=1)
+    write_config(path, settings)
+    line = reload(g, 2)
     assert "rejected" in line and "log_level" in line, line
+    # and off again
+    settings.update(log_level="info", address_rate=0)
+    write_config(path, settings)
+    line = reload(g, 3)
+    assert "address_rate 1 -> 0" in line, line
+    http.close()
+    http = requests.Session()
+    assert 429 not in statuses(6)
+    http.close()
     assert g.alive()

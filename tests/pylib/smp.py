@@ -24,6 +24,15 @@ def unpack(data):
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
+def curve_client(sock, cert_path, broker_cert_path):
+    """Makes sock a CurveZMQ client with the key pair of cert_path (czmq files, as
+    `sluicectl keygen PATH` writes them) and the broker's public certificate."""
+    import zmq.auth
+    public, secret = zmq.auth.load_certificate(cert_path + "_secret")
+    server, _ = zmq.auth.load_certificate(broker_cert_path)
+    sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = public, secret, server
+
+
 class Client:
     """A DEALER connected to one broker frontend.
 
@@ -32,10 +41,12 @@ class Client:
 
     _ids = itertools.count(1)
 
-    def __init__(self, endpoint, ctx=None):
+    def __init__(self, endpoint, ctx=None, curve=None):
         self.ctx = ctx or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if curve:
+            curve_client(self.sock, *curve)
         self.sock.connect(endpoint)
         self.partials = []
 

@@ -10,7 +10,7 @@ struct events_t {
     uint64_t published;
 };
 
-events_t *events_new(const char *const *endpoints, size_t n)
+events_t *events_new(const char *const *endpoints, size_t n, const curve_t *curve)
 {
     events_t *self = calloc(1, sizeof *self);
     if (!self)
@@ -18,6 +18,11 @@ events_t *events_new(const char *const *endpoints, size_t n)
     self->pub = zsock_new(ZMQ_PUB);
     if (!self->pub) {
         free(self);
+        return NULL;
+    }
+    if (curve_apply_client(curve, zsock_resolve(self->pub)) != 0) {
+        slog_error("db: cannot set the CurveZMQ keys of the event publisher");
+        events_destroy(&self);
         return NULL;
     }
     zsock_set_linger(self->pub, 1000); /* events of the last ops still leave on exit */

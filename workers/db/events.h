@@ -6,13 +6,15 @@
 #ifndef SLUICE_DB_EVENTS_H
 #define SLUICE_DB_EVENTS_H
 
+#include "curve.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
 typedef struct events_t events_t;
 
 /* endpoints: the brokers' events-in (XSUB) endpoints. NULL on failure. */
-events_t *events_new(const char *const *endpoints, size_t n);
+events_t *events_new(const char *const *endpoints, size_t n, const curve_t *curve);
 void events_destroy(events_t **self_p);
 
 /* Publishes body (one MessagePack map) on topic "user/<user_id>/". */

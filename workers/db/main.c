@@ -16,6 +16,7 @@
 */
 #include "clock.h"
 #include "config.h"
+#include "curve.h"
 #include "events.h"
 #include "hash_worker.h"
 #include "migrate.h"
@@ -74,6 +75,7 @@ static const config_option_t s_options[] = {
     {"argon2_memlimit_kib", CONFIG_INT, "65536", "Argon2id memory in KiB"},
     {"max_item_bytes", CONFIG_INT, "1048576", "largest clipboard item or chat message (413 above)"},
     {"shutdown_timeout_s", CONFIG_INT, "30", "on SIGTERM, the longest wait for in-flight ops"},
+    CURVE_CLIENT_OPTIONS,
     {NULL, 0, NULL, NULL},
 };
 
@@ -303,6 +305,14 @@ int main(int argc, char **argv)
         slog_error("db: libsodium failed to initialise");
         return 1;
     }
+    curve_t curve;
+    char curve_why[512];
+    if (curve_load(&curve, config_str(config, "curve_cert"), config_str(config, "curve_broker_cert"),
+                   false, curve_why, sizeof curve_why) != 0) {
+        slog_error("db: CurveZMQ: %s", curve_why);
+        config_destroy(&config);
+        return 2;
+    }
     mysql_library_init(0, NULL, NULL);
 
     s_ctx_t ctx = {.config = config};
@@ -365,7 +375,7 @@ int main(int argc, char **argv)
     hash_worker_t *hash = hash_worker_new((uint64_t)config_int(config, "argon2_opslimit"),
                                           (size_t)config_int(config, "argon2_memlimit_kib") * 1024);
     ctx.pool = pool_new(&pc);
-    events_t *events = events_new(sinks, nsinks);
+    events_t *events = events_new(sinks, nsinks, &curve);
     ops_config_t oc = {.max_item_bytes = (size_t)config_int(config, "max_item_bytes")};
     ctx.ops = ctx.pool && hash && events ? ops_new(&oc, ctx.pool, hash, events) : NULL;
     worker_callbacks_t cb = {
@@ -377,6 +387,7 @@ int main(int argc, char **argv)
         slog_error("db: cannot start (check the argon2 limits, backend and events_in)");
     } else {
         ops_set_worker(ctx.ops, ctx.worker);
+        worker_set_curve(ctx.worker, &curve);
         pool_start(ctx.pool);
         if (worker_start(ctx.worker, pool_capacity(ctx.pool)) == 0) {
             slog_info("db: %s serving \"%s\" via %zu broker(s), pool %d+%d", ctx.name,

@@ -332,7 +332,8 @@ chat_t *chat_new(zloop_t *loop, const chat_settings_t *settings, char *why, size
             return NULL;
         }
     }
-    self->db = client_new(loop, self->timers, settings->frontend, settings->db_max_in_flight);
+    self->db = client_new(loop, self->timers, settings->frontend, settings->curve,
+                          settings->db_max_in_flight);
     if (!self->db) {
         snprintf(why, why_size, "cannot connect to the broker frontend %s", settings->frontend);
         chat_destroy(&self);
@@ -353,6 +354,8 @@ chat_t *chat_new(zloop_t *loop, const chat_settings_t *settings, char *why, size
         endpoints[n++] = ep;
     worker_callbacks_t callbacks = {s_on_request, s_on_cancel, s_on_status};
     self->worker = worker_new(settings->service, endpoints, n, &callbacks, self);
+    if (self->worker)
+        worker_set_curve(self->worker, settings->curve);
     free(list);
     if (!self->worker) {
         snprintf(why, why_size, "bad backend list or service name");

@@ -29,6 +29,7 @@ typedef struct {
     const char *service;     /* "chat" */
     const char *backend;     /* broker backends, comma-separated */
     const char *frontend;    /* broker frontends, comma-separated (db calls) */
+    const curve_t *curve;    /* CurveZMQ keys on every socket; NULL: plain TCP */
     uint32_t max_streams;
     size_t db_max_in_flight; /* our db calls at the broker at once */
     const char *journal_dir; /* "" or NULL: no crash journal */

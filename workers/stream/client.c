@@ -275,7 +275,8 @@ static int s_on_monitor(zloop_t *loop, zsock_t *sock, void *arg)
     return 0;
 }
 
-static int s_broker_open(client_t *self, s_broker_t *broker, const char *endpoint)
+static int s_broker_open(client_t *self, s_broker_t *broker, const char *endpoint,
+                         const curve_t *curve)
 {
     broker->owner = self;
     broker->endpoint = strdup(endpoint);
@@ -283,6 +284,10 @@ static int s_broker_open(client_t *self, s_broker_t *broker, const char *endpoin
     if (!broker->endpoint || !broker->sock)
         return -1;
     zsock_t *sock = broker->sock;
+    if (curve_apply_client(curve, zsock_resolve(sock)) != 0) {
+        slog_error("client: cannot set the CurveZMQ keys for %s", endpoint);
+        return -1;
+    }
     zsock_set_linger(sock, 0);
     zsock_set_sndhwm(sock, 100000);
     zsock_set_rcvhwm(sock, 100000);
@@ -330,7 +335,8 @@ static void s_broker_close(client_t *self, s_broker_t *broker)
     broker->endpoint = NULL;
 }
 
-client_t *client_new(zloop_t *loop, timers_t *timers, const char *endpoints, size_t max_in_flight)
+client_t *client_new(zloop_t *loop, timers_t *timers, const char *endpoints, const curve_t *curve,
+                     size_t max_in_flight)
 {
     client_t *self = calloc(1, sizeof *self);
     if (!self)
@@ -358,7 +364,7 @@ client_t *client_new(zloop_t *loop, timers_t *timers, const char *endpoints, siz
          ep = strtok_r(NULL, ", ", &save)) {
         s_broker_t *broker = &self->brokers[self->broker_count];
         broker->index = self->broker_count++;
-        rc = s_broker_open(self, broker, ep);
+        rc = s_broker_open(self, broker, ep, curve);
     }
     free(list);
     if (rc != 0 || self->broker_count == 0) {

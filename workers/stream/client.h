@@ -22,6 +22,7 @@
 #ifndef SLUICE_CLIENT_H
 #define SLUICE_CLIENT_H
 
+#include "curve.h"
 #include "timers.h"
 
 #include <czmq.h>
@@ -39,7 +40,8 @@ typedef enum {
 } client_priority_t;
 
 /* endpoints: comma-separated broker frontends (calls go round-robin over them). */
-client_t *client_new(zloop_t *loop, timers_t *timers, const char *endpoints, size_t max_in_flight);
+client_t *client_new(zloop_t *loop, timers_t *timers, const char *endpoints, const curve_t *curve,
+                     size_t max_in_flight);
 /* Calls still waiting are dropped without their callbacks. */
 void client_destroy(client_t **self_p);
 

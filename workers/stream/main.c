@@ -14,6 +14,7 @@
 */
 #include "chat.h"
 #include "config.h"
+#include "curve.h"
 #include "slog.h"
 
 #include <curl/curl.h>
@@ -64,6 +65,7 @@ static const config_option_t s_options[] = {
     {"idle_timeout_ms", CONFIG_INT, "60000",
      "openai: longest silence of the provider, first byte included"},
     {"max_event_bytes", CONFIG_INT, "1048576", "openai: largest server-sent event accepted"},
+    CURVE_CLIENT_OPTIONS,
     {NULL, 0, NULL, NULL},
 };
 
@@ -237,6 +239,15 @@ int main(int argc, char **argv)
         config_destroy(&config);
         return 2;
     }
+    curve_t curve;
+    char curve_why[512];
+    if (curve_load(&curve, config_str(config, "curve_cert"), config_str(config, "curve_broker_cert"),
+                   false, curve_why, sizeof curve_why) != 0) {
+        fprintf(stderr, "sluice-streamworker: CurveZMQ: %s\n", curve_why);
+        config_destroy(&config);
+        return 2;
+    }
+    settings.curve = &curve;
 
     /* Signals arrive on a signalfd in the loop. They are blocked before any thread
        (libzmq's, czmq's) exists, so every thread inherits the mask, and czmq's own

@@ -76,6 +76,16 @@ typedef void(sl_event_fn)(void *arg, const char *topic, size_t topic_size, const
     endpoint is malformed or resources run out. */
 sl_client_t *sl_client_new(const char *endpoints) SL_MUSTCHECK;
 
+/*  The same over CurveZMQ, for brokers that run with curve_cert (docs/security.md):
+    cert_path is this client's key pair as `sluicectl keygen PATH` wrote it (PATH,
+    and PATH_secret), broker_cert_path the brokers' public certificate; the broker
+    must list this client's public certificate in its curve_allow folder. Both NULL
+    or "": the same as sl_client_new. Returns NULL with errno EINVAL when a file is
+    missing or holds no key, and the reason in why (why_size bytes; may be NULL). */
+sl_client_t *sl_client_new_curve(const char *endpoints, const char *cert_path,
+                                 const char *broker_cert_path, char *why,
+                                 size_t why_size) SL_MUSTCHECK;
+
 /* Closes every socket and frees everything; calls in progress are dropped without
    a callback. Accepts NULL and a pointer to NULL. */
 void sl_client_destroy(sl_client_t **self_p);
