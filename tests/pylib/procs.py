@@ -23,11 +23,27 @@ def binary(name):
     return os.path.join(BUILD_DIR, BINARIES.get(name, name))
 
 
+_handed_out = set()
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago. Taken below the kernel's
+    ephemeral range (32768 and up here), so that no outgoing connection of another
+    process (a client of MariaDB, a DEALER) can take it as its source port between
+    now and the bind of whoever asked; never the same port twice in one run."""
+    import random
+    for _ in range(1000):
+        port = random.randrange(10000, 32000)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free TCP port found in 10000-31999")
 
 
 def tcp(port):
