@@ -540,3 +540,70 @@ def test_500_streams_while_clipboard_requests_pass(chat_stack):
     assert all(m["status"] == "complete" for m in stored)
     metrics = requests.get(chat_stack.url + "/metrics", timeout=5).text
     assert "sluice_gateway_active_streams 0\n" in metrics
+
+
+def sse_events(text):
+    """(name, data) of each event of a whole SSE body, comments left out."""
+    out = []
+    for block in text.split("\n\n"):
+        if block.strip() and not block.startswith(":"):
+            name, data = parse_block(block.encode())
+            out.append((name, data))
+    return out
+
+
+def test_idempotency_key_replays_the_answer(chat_stack):
+    """A retried POST with the same Idempotency-Key gets the first answer back (the
+    same messages; streamed, as `message` then `done`) and nothing is generated or
+    stored again; while the first answer is still streaming, a retry is 409; a key
+    already used for another write is 409 too."""
+    ann = chat_stack.user()
+    conv = conversation(chat_stack, ann)
+    path = "/v1/chat/conversations/%s/messages" % conv
+    key = {"Idempotency-Key": "chat-once-1"}
+    r1 = chat_stack.post(path, {"content": "say it once", "stream": False}, token=ann.token,
+                         headers=key)
+    assert r1.status_code == 201, r1.text
+    first = r1.json()
+    r2 = chat_stack.post(path, {"content": "say it once", "stream": False}, token=ann.token,
+                         headers=key)
+    assert r2.status_code == 201, r2.text
+    again = r2.json()
+    assert again["user_message"] == first["user_message"]
+    for field in ("id", "content", "status", "role"):
+        assert again["assistant_message"][field] == first["assistant_message"][field], field
+    r3 = requests.post(chat_stack.url + path, json={"content": "say it once"}, timeout=20,
+                       headers=dict(key, Authorization="Bearer " + ann.token))
+    assert r3.status_code == 200 and r3.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(r3.text)
+    assert [n for n, _ in events] == ["message", "done"], events
+    assert events[0][1]["assistant_message_id"] == first["assistant_message"]["id"]
+    assert events[1][1]["message"]["content"] == "say it once"
+    assert len(messages(chat_stack, ann, conv)) == 2  # nothing generated again
+
+    # a key already used for a clipboard write: 409, nothing stored
+    clip = {"Idempotency-Key": "used-by-clipboard"}
+    assert chat_stack.post("/v1/clipboard", {"content": "c"}, token=ann.token,
+                           headers=clip).status_code == 201
+    r = chat_stack.post(path, {"content": "x", "stream": False}, token=ann.token, headers=clip)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "conflict", r.text
+    assert len(messages(chat_stack, ann, conv)) == 2
+
+    # the first request still streaming: a retry is 409 and leaves it alone
+    with slow_streamworker(chat_stack):
+        slow = {"Idempotency-Key": "chat-slow-1"}
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            running = pool.submit(requests.post, chat_stack.url + path, timeout=60,
+                                  json={"content": WORDS, "stream": False},
+                                  headers=dict(slow, Authorization="Bearer " + ann.token))
+            wait_for("the first answer streaming", lambda: any(
+                m["status"] == "streaming" for m in messages(chat_stack, ann, conv)))
+            r = chat_stack.post(path, {"content": WORDS, "stream": False}, token=ann.token,
+                                headers=slow)
+            assert r.status_code == 409 and r.json()["error"]["code"] == "conflict", r.text
+            done = running.result(timeout=60)
+        assert done.status_code == 201 and done.json()["assistant_message"]["content"] == WORDS
+    r = chat_stack.post(path, {"content": WORDS, "stream": False}, token=ann.token, headers=slow)
+    assert r.status_code == 201 and r.json()["assistant_message"]["id"] == \
+        done.json()["assistant_message"]["id"]
+    assert len(messages(chat_stack, ann, conv)) == 4

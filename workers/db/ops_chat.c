@@ -161,16 +161,22 @@ typedef struct {
     int64_t conversation_id;
     const char *content;
     size_t content_len;
+    const char *nonce; /* NULL when not given */
+    size_t nonce_len;
     int64_t user_message_id;
 } s_msg_begin_t;
 
-/* chat.message.begin {conversation_id, content} -> 201 {user_message, assistant_message} */
+/*  chat.message.begin {conversation_id, content, nonce?} -> 201 {user_message,
+    assistant_message, nonce?}. The nonce is echoed: with an idempotency key, a
+    stream worker tells its own begin (the same nonce, even on a retry) from one an
+    earlier request made with the key (another nonce, from the stored result). */
 void op_chat_message_begin(dbop_t *op)
 {
     s_msg_begin_t *st = OP_STATE(op, s_msg_begin_t);
     OP_BEGIN(op);
     if (!arg_id(op, "conversation_id", true, &st->conversation_id) ||
-        !s_content_arg(op, "content", 1, &st->content, &st->content_len))
+        !s_content_arg(op, "content", 1, &st->content, &st->content_len) ||
+        !arg_str(op, "nonce", false, 1, 64, &st->nonce, &st->nonce_len))
         return;
     OP_TX_BEGIN(op);
     OP_EXEC(op, "SELECT id FROM conversations WHERE id = ? AND user_id = ?",
@@ -192,12 +198,16 @@ void op_chat_message_begin(dbop_t *op)
             " VALUES (?, ?, 'assistant', '', 'streaming', ?, ?)",
             P_INT(st->conversation_id), P_INT(op->user_id), P_TIME(op->now_ms), P_TIME(op->now_ms));
     msgpack_packer *pk = dbop_reply(op, 201);
-    msgpack_pack_map(pk, 2);
+    msgpack_pack_map(pk, st->nonce ? 3 : 2);
     mp_pack_cstr(pk, "user_message");
     s_pack_message(pk, st->user_message_id, "user", st->content, st->content_len, "complete",
                    op->now_ms);
     mp_pack_cstr(pk, "assistant_message");
     s_pack_message(pk, (int64_t)op->res.insert_id, "assistant", "", 0, "streaming", op->now_ms);
+    if (st->nonce) {
+        mp_pack_cstr(pk, "nonce");
+        mp_pack_strn(pk, st->nonce, st->nonce_len);
+    }
     dbop_commit(op);
     OP_END(op);
 }

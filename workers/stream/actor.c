@@ -18,7 +18,9 @@
 #define S_DEADLINE_SLACK_MS 250
 #define S_URGENT_WAIT_MS 30000 /* budget of begin and finish (see s_call_send_long) */
 
-typedef enum { S_BEGIN, S_CONTEXT, S_STREAMING, S_FINISHING, S_DONE } s_state_t;
+/* S_REPLAY: the begin returned what an earlier request with the same Idempotency-Key
+   made; the actor only reads that answer back and replies with it */
+typedef enum { S_BEGIN, S_REPLAY, S_CONTEXT, S_STREAMING, S_FINISHING, S_DONE } s_state_t;
 
 typedef struct {
     const char *status; /* stored: "complete", "failed" or "cancelled" */
@@ -51,7 +53,9 @@ struct actor_t {
     timers_entry_t retry_timer;
     int finish_attempts;     /* finishes sent */
     int64_t finish_first_ms; /* when the first was sent */
-    char begin_idem[96];     /* the begin's idempotency key, the same for every try */
+    char begin_idem[136];    /* the begin's idempotency key, the same for every try */
+    bool client_key;         /* begin_idem is the client's Idempotency-Key */
+    char nonce[40];          /* sent with every begin try, echoed by the stored result */
     int begin_attempts;      /* begins sent */
     int64_t begin_first_ms;  /* when the first was sent */
     bool begin_unknown;      /* a begin may have committed without our hearing of it */
@@ -141,6 +145,35 @@ static void s_partial(actor_t *self, const msgpack_sbuffer *buf)
 {
     if (self->req)
         worker_partial(self->env->worker, self->req, buf->data, buf->size);
+}
+
+/*  Starts the PARTIAL {"data": {"event": event, ...}} in the scratch buffer, leaving
+    the packer inside "data" where the caller packs exactly nfields more pairs. */
+static msgpack_packer s_event_start(actor_t *self, const char *event, uint32_t nfields)
+{
+    msgpack_sbuffer *buf = self->env->scratch;
+    msgpack_sbuffer_clear(buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, buf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    mp_pack_cstr(&pk, "data");
+    msgpack_pack_map(&pk, 1 + nfields);
+    mp_pack_kv_str(&pk, "event", event);
+    return pk;
+}
+
+/* The message with id in the "messages" of a chat.message.list reply, or NULL. */
+static const msgpack_object *s_find_message(int status, const msgpack_object *body, int64_t id)
+{
+    const msgpack_object *list = mp_get(mp_get(body, "data"), "messages");
+    for (uint32_t i = 0; status == 200 && list && list->type == MSGPACK_OBJECT_ARRAY &&
+                         i < list->via.array.size;
+         i++) {
+        int64_t got;
+        if (mp_get_int(&list->via.array.ptr[i], "id", &got) && got == id)
+            return &list->via.array.ptr[i];
+    }
+    return NULL;
 }
 
 /* Replied: stop everything and let the owner free us at a safe point. */
@@ -235,15 +268,7 @@ static void s_on_confirm(void *arg, int status, const msgpack_object *body)
 {
     actor_t *self = arg;
     self->call = 0;
-    const msgpack_object *list = mp_get(mp_get(body, "data"), "messages");
-    const msgpack_object *found = NULL;
-    for (uint32_t i = 0; status == 200 && list && list->type == MSGPACK_OBJECT_ARRAY &&
-                         i < list->via.array.size && !found;
-         i++) {
-        int64_t id;
-        if (mp_get_int(&list->via.array.ptr[i], "id", &id) && id == self->message_id)
-            found = &list->via.array.ptr[i];
-    }
+    const msgpack_object *found = s_find_message(status, body, self->message_id);
     if (found && mp_str_eq(mp_get(found, "status"), self->outcome.status)) {
         s_finished(self, found);
         return;
@@ -354,6 +379,7 @@ static void s_stop(actor_t *self, const char *status, int reply_status, const ch
 {
     switch (self->state) {
     case S_BEGIN:
+    case S_REPLAY:
     case S_CONTEXT:
         if (!self->stop_pending) {
             self->stop_pending = true;
@@ -403,17 +429,10 @@ static int s_on_delta(void *arg, const char *text, size_t len)
     memcpy(self->text + self->text_len, text, len);
     self->text_len += len;
     env->stats->deltas++;
-    msgpack_sbuffer *buf = env->scratch;
-    msgpack_sbuffer_clear(buf);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, buf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 1);
-    mp_pack_cstr(&pk, "data");
-    msgpack_pack_map(&pk, 2);
-    mp_pack_kv_str(&pk, "event", "delta");
+    msgpack_packer pk = s_event_start(self, "delta", 1);
     mp_pack_cstr(&pk, "text");
     mp_pack_strn(&pk, text, len);
-    s_partial(self, buf);
+    s_partial(self, env->scratch);
     return 0;
 }
 
@@ -542,6 +561,54 @@ static void s_on_context(void *arg, int status, const msgpack_object *body)
 
 static void s_on_begin(void *arg, int status, const msgpack_object *body);
 
+/* PARTIAL {"event": "message", user_message, assistant_message_id} */
+static void s_partial_message(actor_t *self)
+{
+    msgpack_packer pk = s_event_start(self, "message", 2);
+    mp_pack_cstr(&pk, "user_message");
+    msgpack_sbuffer_write(self->env->scratch, self->user_message.data, self->user_message.size);
+    mp_pack_kv_int(&pk, "assistant_message_id", self->message_id);
+    s_partial(self, self->env->scratch);
+}
+
+/*  The stored answer of the earlier request with this Idempotency-Key, as it is
+    now: finished, it is the result (the same messages, whatever their status); still
+    `streaming`, that request is in progress (or its stream worker was lost and the
+    journal has not finished it yet). A stop that came meanwhile changes nothing:
+    the answer is not ours to finish. */
+static void s_on_replayed(void *arg, int status, const msgpack_object *body)
+{
+    actor_t *self = arg;
+    self->call = 0;
+    self->env->stats->rejected++;
+    const msgpack_object *found = s_find_message(status, body, self->message_id);
+    if (status != 200) {
+        s_reply_passthrough(self, body);
+    } else if (!found) {
+        s_reply_error(self, 404, "not_found", "the answer of this Idempotency-Key was deleted");
+    } else if (mp_str_eq(mp_get(found, "status"), "streaming")) {
+        s_reply_error(self, 409, "conflict", "a request with this Idempotency-Key is in progress");
+    } else {
+        s_log(self, SLOG_DEBUG, "replayed the answer of an earlier request with this key");
+        s_partial_message(self);
+        s_outcome(&self->outcome, "complete", 200, NULL, NULL);
+        s_reply_final(self, found);
+    }
+    s_end(self);
+}
+
+static void s_replay(actor_t *self)
+{
+    self->state = S_REPLAY;
+    msgpack_packer pk = s_call_start(self, "chat.message.list", 1);
+    mp_pack_kv_int(&pk, "conversation_id", self->conversation_id);
+    self->call = s_call_send(self, CLIENT_URGENT, s_on_replayed);
+    if (!self->call) {
+        s_reply_error(self, 503, "unavailable", "out of memory in the stream worker");
+        s_end(self);
+    }
+}
+
 /*  Sends chat.message.begin, with the same idempotency key on every try: a begin
     whose DB worker died after the commit is resent by the broker, and one whose
     broker went away is resent by s_on_begin; either way the stored result comes
@@ -549,9 +616,10 @@ static void s_on_begin(void *arg, int status, const msgpack_object *body);
 static uint64_t s_send_begin(actor_t *self)
 {
     msgpack_packer pk = client_request_start_idem(self->env->scratch, "chat.message.begin",
-                                                  self->user_id, self->device_id, 2,
+                                                  self->user_id, self->device_id, 3,
                                                   self->begin_idem);
     mp_pack_kv_int(&pk, "conversation_id", self->conversation_id);
+    mp_pack_kv_str(&pk, "nonce", self->nonce);
     mp_pack_cstr(&pk, "content");
     mp_pack_strn(&pk, self->content, self->content_len);
     if (self->begin_attempts++ == 0)
@@ -624,6 +692,10 @@ static void s_on_begin(void *arg, int status, const msgpack_object *body)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &self->user_message, msgpack_sbuffer_write);
     msgpack_pack_object(&pk, *user_message);
+    if (self->client_key && !mp_str_eq(mp_get(data, "nonce"), self->nonce)) {
+        s_replay(self);
+        return;
+    }
     if (env->journal) {
         journal_entry_t entry = {self->message_id, self->conversation_id, self->user_id,
                                  self->device_id};
@@ -633,18 +705,7 @@ static void s_on_begin(void *arg, int status, const msgpack_object *body)
         s_finish(self);
         return;
     }
-    /* the requester learns the ids before the first word */
-    msgpack_sbuffer *buf = env->scratch;
-    msgpack_sbuffer_clear(buf);
-    msgpack_packer_init(&pk, buf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 1);
-    mp_pack_cstr(&pk, "data");
-    msgpack_pack_map(&pk, 3);
-    mp_pack_kv_str(&pk, "event", "message");
-    mp_pack_cstr(&pk, "user_message");
-    msgpack_sbuffer_write(buf, self->user_message.data, self->user_message.size);
-    mp_pack_kv_int(&pk, "assistant_message_id", self->message_id);
-    s_partial(self, buf);
+    s_partial_message(self); /* the requester learns the ids before the first word */
 
     timers_set(env->timers, &self->checkpoint_timer, clock_now_ms() + env->settings->checkpoint_ms,
                s_on_checkpoint_timer, self);
@@ -674,8 +735,8 @@ actor_t *actor_new(const actor_env_t *env, worker_request_t *req)
     const msgpack_object *auth = mp_get(body, "auth");
     const msgpack_object *args = mp_get(body, "args");
     int64_t user_id = 0, device_id = 0, conversation_id = 0;
-    const char *content = NULL;
-    size_t content_len = 0;
+    const char *content = NULL, *idem = NULL;
+    size_t content_len = 0, idem_len = 0;
     const char *code = NULL, *why = NULL;
     int status = 400;
     if (!smp_bytes_eq(req->msg.op, "chat.generate")) {
@@ -696,6 +757,10 @@ actor_t *actor_new(const actor_env_t *env, worker_request_t *req)
         status = 413;
         code = "payload_too_large";
         why = "\"content\" is too large";
+    } else if (mp_get(body, "idem") &&
+               (!mp_get_str(body, "idem", &idem, &idem_len) || idem_len < 1 || idem_len > 128)) {
+        code = "bad_request";
+        why = "\"idem\" must be a string of 1-128 characters";
     }
     actor_t *self = calloc(1, sizeof *self);
     if (self) {
@@ -725,10 +790,17 @@ actor_t *actor_new(const actor_env_t *env, worker_request_t *req)
     if (self->content) {
         memcpy(self->content, content, content_len);
         self->content_len = content_len;
-        /* a key of its own (see s_send_begin): without it, rows committed by a
-           begin whose reply was lost would have no actor to finish them */
-        snprintf(self->begin_idem, sizeof self->begin_idem, "chat-begin/%d/%" PRId64 "/%" PRIuPTR,
-                 (int)getpid(), clock_now_us(), (uintptr_t)self);
+        /* the client's Idempotency-Key (the gateway checked it: 1-128 printable
+           characters), or a key of our own (see s_send_begin): without one, rows
+           committed by a begin whose reply was lost would have no actor to finish
+           them. The nonce tells our begin from an earlier request's. */
+        snprintf(self->nonce, sizeof self->nonce, "%d/%" PRId64 "/%" PRIxPTR, (int)getpid(),
+                 clock_now_us(), (uintptr_t)self);
+        if (idem_len)
+            snprintf(self->begin_idem, sizeof self->begin_idem, "%.*s", (int)idem_len, idem);
+        else
+            snprintf(self->begin_idem, sizeof self->begin_idem, "chat-begin/%s", self->nonce);
+        self->client_key = idem_len > 0;
         s_send_begin(self);
     }
     if (!self->call) {

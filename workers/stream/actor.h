@@ -5,6 +5,9 @@
           │ db chat.message.begin      │ provider deltas     │ db chat.message.finish
           │                            │ + checkpoints       │ then the final REPLY
           └ CONTEXT only for openai: db chat.message.list, the earlier messages
+          └ REPLAY instead of all that when the begin returned what an earlier
+            request with the same Idempotency-Key stored: that answer is read back
+            (chat.message.list) and replied as it is, or 409 while it still streams
 
     Every step that touches the database is one `db` request through the broker
     (client.h); between them the actor holds only its text so far. The requester
