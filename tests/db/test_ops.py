@@ -208,6 +208,24 @@ def test_chat(env):
     assert c.call("chat.message.finish", {"message_id": am["id"], "content": "x",
                                           "status": "done"}, auth=a)["status"] == 400
 
+    # a nonce is stored with the assistant row, echoed, and finds the row again
+    b3 = c.call("chat.message.begin", {"conversation_id": cid, "content": "n", "nonce": 2 ** 62},
+                auth=a)
+    assert b3["status"] == 201 and b3["data"]["nonce"] == 2 ** 62, b3
+    found = c.call("chat.message.find", {"conversation_id": cid, "nonce": 2 ** 62}, auth=a)
+    assert found["status"] == 200, found
+    assert found["data"]["message"]["id"] == b3["data"]["assistant_message"]["id"]
+    assert found["data"]["message"]["status"] == "streaming"
+    assert c.call("chat.message.find", {"conversation_id": cid, "nonce": 7},
+                  auth=a)["status"] == 404
+    assert c.call("chat.message.find", {"conversation_id": cid, "nonce": 2 ** 62},
+                  auth=oa)["status"] == 404  # not the user's
+    for bad in ({"conversation_id": cid}, {"conversation_id": cid, "nonce": 0},
+                {"conversation_id": cid, "nonce": "x"}):
+        assert c.call("chat.message.find", bad, auth=a)["status"] == 400, bad
+    assert c.call("chat.message.begin", {"conversation_id": cid, "content": "n", "nonce": -1},
+                  auth=a)["status"] == 400
+
 
 BAD_INPUTS = [
     ("user.create", {"username": "ab", "password": "password-1"}),

@@ -166,6 +166,16 @@ def test_db_worker_restart_mid_stream_answer_still_complete(chat):
     assert m["status"] == "complete" and m["content"] == " ".join(words)
 
 
+def wait_for_table_lock(mariadb, database, timeout=10.0):
+    """Until a statement of database waits for a table lock (the begin reached the
+    DB worker and waits there)."""
+    end = time.monotonic() + timeout
+    while not any("metadata lock" in (row[0] or "") for row in mariadb.sql(
+            "SELECT state FROM information_schema.processlist WHERE db = '%s'" % database)):
+        assert time.monotonic() < end, "the begin never reached the locked table"
+        time.sleep(0.05)
+
+
 def test_broker_killed_with_a_begin_in_flight(chat, mariadb):
     """The broker dies while a chat.message.begin sits in the DB worker (the
     messages table is locked, so the begin waits there). The begin commits after
@@ -182,14 +192,7 @@ def test_broker_killed_with_a_begin_in_flight(chat, mariadb):
     try:
         lock.run("LOCK TABLES messages WRITE;")
         generate(chat.client, chat.user, chat.conversation, content)
-        # the begin reaches the DB worker and waits for the table lock
-        end = time.monotonic() + 10
-        while time.monotonic() < end and not any(
-                "metadata lock" in (row[0] or "") for row in mariadb.sql(
-                    "SELECT state FROM information_schema.processlist"
-                    " WHERE db = '%s'" % stack.database)):
-            time.sleep(0.05)
-        assert time.monotonic() < end, "the begin never reached the locked table"
+        wait_for_table_lock(mariadb, stack.database)
         stack.broker.kill()
         time.sleep(0.5)
         stack.start_broker()
@@ -210,3 +213,36 @@ def test_broker_killed_with_a_begin_in_flight(chat, mariadb):
     assert rows == [["user", "complete", content], ["assistant", "complete", content]], rows
     w.wait_log("lost the connection to the broker", timeout=1)
     w.wait_log("trying again with the same key", timeout=1)
+
+
+def test_worker_killed_with_a_begin_in_flight(chat, mariadb):
+    """The stream worker dies while its chat.message.begin waits in the DB worker
+    (the messages table is locked). The begin commits afterwards, with no actor to
+    finish the row. The begin was journaled as in flight (by its nonce) before it
+    was sent, so the next stream worker adopts the journal, finds the row by the
+    nonce once it exists (chat.message.find) and finishes it `failed`."""
+    stack = chat.stack
+    doomed = start_streamworker(stack, token_delay_ms=10, worker_name="doomed")
+    wait_service(chat.client, "chat")
+    lock = mariadb.cli(stack.database)
+    try:
+        lock.run("LOCK TABLES messages WRITE;")
+        generate(chat.client, chat.user, chat.conversation, "never streamed")
+        wait_for_table_lock(mariadb, stack.database)
+        doomed.kill()
+        survivor = start_streamworker(stack, worker_name="survivor")
+        time.sleep(1.0)  # a few scans: the begin has not committed, the row is not there
+    finally:
+        lock.run("UNLOCK TABLES;")
+        lock.close()
+    rows = None
+    end = time.monotonic() + 15
+    while time.monotonic() < end:
+        rows = mariadb.sql("SELECT role, status, error FROM messages WHERE conversation_id = %d"
+                           " ORDER BY id" % int(chat.conversation), stack.database)
+        if len(rows) == 2 and rows[1][1] != "streaming":
+            break
+        time.sleep(0.2)
+    assert len(rows) == 2 and rows[0][:2] == ["user", "complete"], rows
+    assert rows[1][:2] == ["assistant", "failed"] and rows[1][2].startswith("worker_lost:"), rows
+    survivor.wait_log("finished as failed", timeout=1)

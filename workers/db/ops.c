@@ -36,6 +36,7 @@ static const s_def_t s_defs[] = {
     {"chat.conversation.list", op_chat_conversation_list, true, false},
     {"chat.message.list", op_chat_message_list, true, false},
     {"chat.message.begin", op_chat_message_begin, true, true},
+    {"chat.message.find", op_chat_message_find, true, false},
     {"chat.message.checkpoint", op_chat_message_checkpoint, true, true},
     {"chat.message.finish", op_chat_message_finish, true, true},
     {"db.ping", s_op_db_ping, false, false},

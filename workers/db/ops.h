@@ -206,6 +206,7 @@ void op_chat_conversation_create(dbop_t *op);
 void op_chat_conversation_list(dbop_t *op);
 void op_chat_message_list(dbop_t *op);
 void op_chat_message_begin(dbop_t *op);
+void op_chat_message_find(dbop_t *op);
 void op_chat_message_checkpoint(dbop_t *op);
 void op_chat_message_finish(dbop_t *op);
 

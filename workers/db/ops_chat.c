@@ -161,22 +161,23 @@ typedef struct {
     int64_t conversation_id;
     const char *content;
     size_t content_len;
-    const char *nonce; /* NULL when not given */
-    size_t nonce_len;
+    int64_t nonce; /* 0 when not given */
     int64_t user_message_id;
 } s_msg_begin_t;
 
 /*  chat.message.begin {conversation_id, content, nonce?} -> 201 {user_message,
-    assistant_message, nonce?}. The nonce is echoed: with an idempotency key, a
-    stream worker tells its own begin (the same nonce, even on a retry) from one an
-    earlier request made with the key (another nonce, from the stored result). */
+    assistant_message, nonce?}. The nonce (a positive integer) is stored with the
+    assistant row and echoed: with an idempotency key, a stream worker tells its
+    own begin (the same nonce, even on a retry) from one an earlier request made
+    with the key (another nonce, from the stored result); and a journal that holds
+    only the nonce finds the row again (chat.message.find). */
 void op_chat_message_begin(dbop_t *op)
 {
     s_msg_begin_t *st = OP_STATE(op, s_msg_begin_t);
     OP_BEGIN(op);
     if (!arg_id(op, "conversation_id", true, &st->conversation_id) ||
         !s_content_arg(op, "content", 1, &st->content, &st->content_len) ||
-        !arg_str(op, "nonce", false, 1, 64, &st->nonce, &st->nonce_len))
+        !arg_int(op, "nonce", 1, INT64_MAX, 0, &st->nonce))
         return;
     OP_TX_BEGIN(op);
     OP_EXEC(op, "SELECT id FROM conversations WHERE id = ? AND user_id = ?",
@@ -193,10 +194,10 @@ void op_chat_message_begin(dbop_t *op)
             P_TIME(op->now_ms), P_TIME(op->now_ms));
     st->user_message_id = (int64_t)op->res.insert_id;
     OP_EXEC(op,
-            "INSERT INTO messages"
-            " (conversation_id, user_id, role, content, status, created_at, updated_at)"
-            " VALUES (?, ?, 'assistant', '', 'streaming', ?, ?)",
-            P_INT(st->conversation_id), P_INT(op->user_id), P_TIME(op->now_ms), P_TIME(op->now_ms));
+            "INSERT INTO messages (conversation_id, user_id, role, content, status, created_at,"
+            " updated_at, stream_nonce) VALUES (?, ?, 'assistant', '', 'streaming', ?, ?, ?)",
+            P_INT(st->conversation_id), P_INT(op->user_id), P_TIME(op->now_ms), P_TIME(op->now_ms),
+            st->nonce ? P_INT(st->nonce) : P_NULL);
     msgpack_packer *pk = dbop_reply(op, 201);
     msgpack_pack_map(pk, st->nonce ? 3 : 2);
     mp_pack_cstr(pk, "user_message");
@@ -204,11 +205,44 @@ void op_chat_message_begin(dbop_t *op)
                    op->now_ms);
     mp_pack_cstr(pk, "assistant_message");
     s_pack_message(pk, (int64_t)op->res.insert_id, "assistant", "", 0, "streaming", op->now_ms);
-    if (st->nonce) {
-        mp_pack_cstr(pk, "nonce");
-        mp_pack_strn(pk, st->nonce, st->nonce_len);
-    }
+    if (st->nonce)
+        mp_pack_kv_int(pk, "nonce", st->nonce);
     dbop_commit(op);
+    OP_END(op);
+}
+
+typedef struct {
+    int64_t conversation_id;
+    int64_t nonce;
+} s_msg_find_t;
+
+/* chat.message.find {conversation_id, nonce} -> 200 {message} (the assistant row
+   that begin made with this nonce), 404 when there is none (yet) */
+void op_chat_message_find(dbop_t *op)
+{
+    s_msg_find_t *st = OP_STATE(op, s_msg_find_t);
+    OP_BEGIN(op);
+    if (!arg_id(op, "conversation_id", true, &st->conversation_id) ||
+        !arg_int(op, "nonce", 1, INT64_MAX, 0, &st->nonce))
+        return;
+    if (!st->nonce) {
+        dbop_error(op, 400, "bad_request", "\"nonce\" is required");
+        return;
+    }
+    OP_EXEC(op,
+            "SELECT id, role, content, status, error, created_at FROM messages"
+            " WHERE conversation_id = ? AND user_id = ? AND stream_nonce = ? AND role = 'assistant'"
+            " LIMIT 1",
+            P_INT(st->conversation_id), P_INT(op->user_id), P_INT(st->nonce));
+    if (op->res.rows == 0) {
+        dbop_error(op, 404, "not_found", "no message with this nonce");
+        return;
+    }
+    msgpack_packer *pk = dbop_reply(op, 200);
+    msgpack_pack_map(pk, 1);
+    mp_pack_cstr(pk, "message");
+    s_pack_message_row(pk, &op->res, 0, 0);
+    dbop_done(op);
     OP_END(op);
 }
 

@@ -10,13 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #define S_RETRY_FIRST_MS 250 /* a begin or finish refused with 5xx is tried again after this, */
 #define S_RETRY_MAX_MS 2000  /* doubling up to this, for up to S_URGENT_WAIT_MS */
 /* A CANCEL this close to the request's deadline is the broker's deadline CANCEL */
 #define S_DEADLINE_SLACK_MS 250
-#define S_URGENT_WAIT_MS 30000 /* budget of begin and finish (see s_call_send_long) */
+#define S_URGENT_WAIT_MS ACTOR_BEGIN_MAX_MS /* budget of begin and finish (s_call_send_long) */
 
 /* S_REPLAY: the begin returned what an earlier request with the same Idempotency-Key
    made; the actor only reads that answer back and replies with it */
@@ -55,7 +56,7 @@ struct actor_t {
     int64_t finish_first_ms; /* when the first was sent */
     char begin_idem[136];    /* the begin's idempotency key, the same for every try */
     bool client_key;         /* begin_idem is the client's Idempotency-Key */
-    char nonce[40];          /* sent with every begin try, echoed by the stored result */
+    int64_t nonce;           /* > 0, sent with every begin try, stored with the row */
     int begin_attempts;      /* begins sent */
     int64_t begin_first_ms;  /* when the first was sent */
     bool begin_unknown;      /* a begin may have committed without our hearing of it */
@@ -619,13 +620,28 @@ static uint64_t s_send_begin(actor_t *self)
                                                   self->user_id, self->device_id, 3,
                                                   self->begin_idem);
     mp_pack_kv_int(&pk, "conversation_id", self->conversation_id);
-    mp_pack_kv_str(&pk, "nonce", self->nonce);
+    mp_pack_kv_int(&pk, "nonce", self->nonce);
     mp_pack_cstr(&pk, "content");
     mp_pack_strn(&pk, self->content, self->content_len);
     if (self->begin_attempts++ == 0)
         self->begin_first_ms = clock_now_ms();
     self->call = s_call_send_long(self, s_on_begin);
     return self->call;
+}
+
+/* The begin answered for good: its "in flight" journal line is not needed any more
+   (after the message's own line when it began). */
+static void s_begin_journaled(actor_t *self, bool began)
+{
+    const actor_env_t *env = self->env;
+    if (!env->journal)
+        return;
+    if (began) {
+        journal_entry_t entry = {self->message_id, self->conversation_id, self->user_id,
+                                 self->device_id};
+        journal_begin(env->journal, &entry);
+    }
+    journal_end(env->journal, -self->nonce);
 }
 
 static void s_on_begin_retry(void *arg)
@@ -681,6 +697,10 @@ static void s_on_begin(void *arg, int status, const msgpack_object *body)
     if (status != 201 || !user_message || user_message->type != MSGPACK_OBJECT_MAP ||
         !mp_get_int(assistant, "id", &self->message_id)) {
         env->stats->rejected++;
+        /* refused for good: nothing was made. Still unknown after all the tries: the
+           "in flight" line stays, for whoever adopts this journal to look again */
+        if (!self->begin_unknown)
+            s_begin_journaled(self, false);
         if (status == 201 || status < 400) {
             s_reply_error(self, 500, "internal", "chat.message.begin answered without messages");
         } else {
@@ -692,15 +712,13 @@ static void s_on_begin(void *arg, int status, const msgpack_object *body)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &self->user_message, msgpack_sbuffer_write);
     msgpack_pack_object(&pk, *user_message);
-    if (self->client_key && !mp_str_eq(mp_get(data, "nonce"), self->nonce)) {
+    int64_t nonce = 0;
+    if (self->client_key && !(mp_get_int(data, "nonce", &nonce) && nonce == self->nonce)) {
+        s_begin_journaled(self, false);
         s_replay(self);
         return;
     }
-    if (env->journal) {
-        journal_entry_t entry = {self->message_id, self->conversation_id, self->user_id,
-                                 self->device_id};
-        journal_begin(env->journal, &entry);
-    }
+    s_begin_journaled(self, true);
     if (self->stop_pending) {
         s_finish(self);
         return;
@@ -725,6 +743,16 @@ static void s_on_deadline(void *arg)
 {
     actor_t *self = arg;
     s_stop(self, "failed", 504, "timeout", "the answer did not finish within its deadline");
+}
+
+/* A positive 63-bit random number: unique enough across workers and hosts. */
+static int64_t s_new_nonce(const actor_t *self)
+{
+    uint64_t v = 0;
+    if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v) /* no entropy yet: still unique here */
+        v = ((uint64_t)getpid() << 40) ^ (uint64_t)clock_now_us() ^ (uintptr_t)self;
+    v &= (uint64_t)INT64_MAX;
+    return v ? (int64_t)v : 1;
 }
 
 /* ------------------------------------------------------------ public */
@@ -794,13 +822,17 @@ actor_t *actor_new(const actor_env_t *env, worker_request_t *req)
            characters), or a key of our own (see s_send_begin): without one, rows
            committed by a begin whose reply was lost would have no actor to finish
            them. The nonce tells our begin from an earlier request's. */
-        snprintf(self->nonce, sizeof self->nonce, "%d/%" PRId64 "/%" PRIxPTR, (int)getpid(),
-                 clock_now_us(), (uintptr_t)self);
+        self->nonce = s_new_nonce(self);
         if (idem_len)
             snprintf(self->begin_idem, sizeof self->begin_idem, "%.*s", (int)idem_len, idem);
         else
-            snprintf(self->begin_idem, sizeof self->begin_idem, "chat-begin/%s", self->nonce);
+            snprintf(self->begin_idem, sizeof self->begin_idem, "chat-begin/%" PRId64,
+                     self->nonce);
         self->client_key = idem_len > 0;
+        if (env->journal) {
+            journal_entry_t pending = {-self->nonce, conversation_id, user_id, device_id};
+            journal_begin(env->journal, &pending);
+        }
         s_send_begin(self);
     }
     if (!self->call) {

@@ -41,6 +41,12 @@
 
 typedef struct actor_t actor_t;
 
+/*  The longest a begin may take (and so the latest it can commit): its budget. A
+    begin is journaled before it is sent, as message id -nonce, and that line is
+    ended once it answered: a worker that dies in between leaves the nonce, and
+    whoever adopts the journal finds the row by it (chat.message.find). */
+#define ACTOR_BEGIN_MAX_MS 30000
+
 /* Counters of one process's actors, for its heartbeat status and logs. */
 typedef struct {
     uint64_t started;

@@ -22,8 +22,10 @@ typedef struct {
     char *content; /* with status: the whole answer */
     size_t content_len;
     char *error;      /* stored with the message; NULL when complete */
-    uint64_t call;    /* list or finish in flight */
+    uint64_t call;    /* find, list or finish in flight */
     int64_t next_try; /* clock_now_ms() of the next attempt */
+    int64_t give_up_at; /* a begin journaled as in flight (message_id < 0): when it can
+                           no longer commit (its deadline is at most 30 s) */
     void *handle;     /* in chat->orphans */
     chat_t *chat;
 } s_orphan_t;
@@ -209,8 +211,46 @@ static void s_on_orphan_list(void *arg, int status, const msgpack_object *body)
         s_orphan_later(self, o);
 }
 
+static void s_orphan_try(chat_t *self, s_orphan_t *o);
+
+/*  A begin that was in flight when its worker died (journal id -nonce): the row it
+    may have made is found by its nonce; once found it is an ordinary orphan (the
+    journal line is swapped for the real id first, so a crash now loses nothing).
+    Not found: the begin may still be waiting in a DB worker, so look again until it
+    can no longer commit. */
+static void s_on_orphan_found(void *arg, int status, const msgpack_object *body)
+{
+    s_orphan_t *o = arg;
+    chat_t *self = o->chat;
+    o->call = 0;
+    int64_t id = 0;
+    if (status == 200 && mp_get_int(mp_get(mp_get(body, "data"), "message"), "id", &id) &&
+        id > 0) {
+        journal_entry_t pending = o->entry;
+        o->entry.message_id = id;
+        journal_begin(self->journal, &o->entry);
+        journal_end(self->journal, pending.message_id);
+        s_orphan_try(self, o);
+    } else if (status == 404 && clock_now_ms() >= o->give_up_at) {
+        s_orphan_done(self, o, "its begin never committed");
+    } else {
+        s_orphan_later(self, o);
+    }
+}
+
 static void s_orphan_try(chat_t *self, s_orphan_t *o)
 {
+    if (o->entry.message_id < 0) {
+        msgpack_packer fp = s_orphan_call(self, o, "chat.message.find", 2);
+        mp_pack_kv_int(&fp, "conversation_id", o->entry.conversation_id);
+        mp_pack_kv_int(&fp, "nonce", -o->entry.message_id);
+        o->call = client_call(self->db, "db", self->scratch.data, self->scratch.size,
+                              self->settings->actor.db_timeout_ms, CLIENT_BACKGROUND,
+                              s_on_orphan_found, o);
+        if (!o->call)
+            s_orphan_later(self, o);
+        return;
+    }
     msgpack_packer pk = s_orphan_call(self, o, "chat.message.list", 1);
     mp_pack_kv_int(&pk, "conversation_id", o->entry.conversation_id);
     o->call =
@@ -229,6 +269,7 @@ static s_orphan_t *s_orphan_add(chat_t *self, const journal_entry_t *entry, cons
     o->error = error ? strdup(error) : NULL;
     o->chat = self;
     o->next_try = clock_now_ms();
+    o->give_up_at = o->next_try + ACTOR_BEGIN_MAX_MS + 5000;
     o->handle = zlistx_add_end(self->orphans, o);
     return o;
 }

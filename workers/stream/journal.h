@@ -17,6 +17,8 @@
     the db-side sweep that would). Lines are plain text:
       B <message_id> <conversation_id> <user_id> <device_id>
       E <message_id>
+    A negative message_id is a begin in flight, -nonce (actor.h): the row it may
+    have made is found by that nonce.
     A torn last line (a crash inside write) is ignored.
 */
 #ifndef SLUICE_JOURNAL_H
