@@ -244,7 +244,6 @@ static int s_split(const char *list, char out[][256], size_t max)
 
 #define S_BROKERS_MAX 16
 
-/* One snapshot of every broker: printed, and the worst exit code returned. */
 /* A client of endpoints, over CurveZMQ when curve_cert is set; says why it cannot. */
 static sl_client_t *s_client_new(const s_ctl_t *ctl, const char *endpoints)
 {
@@ -257,6 +256,7 @@ static sl_client_t *s_client_new(const s_ctl_t *ctl, const char *endpoints)
     return client;
 }
 
+/* One snapshot of every broker: printed, and the worst exit code returned. */
 static int s_status_once(s_ctl_t *ctl, sl_client_t **clients, char endpoints[][256], int n)
 {
     json_t *all = json_array();

@@ -136,20 +136,21 @@ static void s_send(client_t *self, s_call_t *call)
                    .request_id = smp_bytes_str(rid),
                    .deadline_ms = left > 0 ? (uint32_t)left : 1,
                    .body = {call->body, call->size}};
-    zmsg_t *msg = smp_build(&m, SMP_CLIENT_TO_BROKER);
-    /* IMMEDIATE: a DEALER with no live connection refuses at once; try the next */
+    /* IMMEDIATE: a DEALER with no live connection refuses at once; then the next
+       broker gets the call, with the message built again (a refused send may have
+       consumed it), so the usual first-try success costs one build */
     bool sent = false;
-    for (size_t tries = 0; msg && !sent && tries < self->broker_count; tries++) {
+    for (size_t tries = 0; !sent && tries < self->broker_count; tries++) {
         s_broker_t *broker = &self->brokers[self->next_broker++ % self->broker_count];
-        zmsg_t *copy = tries + 1 < self->broker_count ? zmsg_dup(msg) : NULL;
+        zmsg_t *msg = smp_build(&m, SMP_CLIENT_TO_BROKER);
+        if (!msg)
+            break;
         if (zmsg_send(&msg, broker->sock) == 0) {
             sent = true;
             call->broker = broker->index;
         }
         zmsg_destroy(&msg);
-        msg = copy;
     }
-    zmsg_destroy(&msg);
     if (!sent) {
         call->send_failed = true;
         timers_set(self->timers, &call->timer, now, s_on_timer, call);
