@@ -116,36 +116,18 @@ static bool s_signalled(void *arg)
     return sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1;
 }
 
-static bool s_is_reloadable(const char *name)
+/* The pool limits of fresh, checked then applied (config_reload_apply's apply). */
+static int s_apply_pool(void *arg, const config_t *fresh, char *why, size_t why_size)
 {
-    for (size_t i = 0; s_reloadable[i]; i++)
-        if (strcmp(s_reloadable[i], name) == 0)
-            return true;
-    return false;
-}
-
-/*  SIGHUP. The whole new configuration is checked before anything is applied, so a
-    bad one changes nothing; one line says what changed, what needs a restart, or
-    why the reload was rejected. Restart-only settings are compared with what runs
-    (the start configuration), reloadable ones with what was last applied. */
-static void s_reload(s_ctx_t *ctx)
-{
-    const config_t *current = ctx->applied ? ctx->applied : ctx->config;
-    config_t *fresh = NULL;
-    char why[1024];
-    if (config_reload(ctx->config, &fresh, why, sizeof why) != 0) {
-        slog_error("db: reload (SIGHUP) rejected, settings unchanged: %s", why);
-        return;
-    }
+    s_ctx_t *ctx = arg;
     int64_t size = config_int(fresh, "pool_size"), overflow = config_int(fresh, "max_overflow");
     int64_t recycle_s = config_int(fresh, "recycle_s");
     if (size < 1 || overflow < 0 || size + overflow > 1000 || recycle_s < 0) {
-        slog_error("db: reload (SIGHUP) rejected, settings unchanged: pool_size must be >= 1, "
-                   "max_overflow >= 0, their sum at most 1000 and recycle_s >= 0 (got %" PRId64
-                   ", %" PRId64 ", %" PRId64 ")",
-                   size, overflow, recycle_s);
-        config_destroy(&fresh);
-        return;
+        snprintf(why, why_size,
+                 "pool_size must be >= 1, max_overflow >= 0, their sum at most 1000 and "
+                 "recycle_s >= 0 (got %" PRId64 ", %" PRId64 ", %" PRId64 ")",
+                 size, overflow, recycle_s);
+        return -1;
     }
     pool_config_t limits = {
         .pool_size = (int)size,
@@ -154,31 +136,22 @@ static void s_reload(s_ctx_t *ctx)
         .ping_after_idle_ms = config_int(fresh, "ping_after_idle_ms"),
     };
     if (pool_resize(ctx->pool, &limits) != 0) {
-        slog_error("db: reload (SIGHUP) rejected, settings unchanged: out of memory");
-        config_destroy(&fresh);
-        return;
+        snprintf(why, why_size, "out of memory");
+        return -1;
     }
-    slog_level_t level = SLOG_INFO;
-    slog_level_parse(config_str(fresh, "log_level"), &level);
-    slog_set_level(level);
     worker_set_credit(ctx->worker, pool_capacity(ctx->pool)); /* the brokers know at once */
+    return 0;
+}
 
-    char changed[1024] = "", ignored[512] = "";
-    size_t used = 0, used_ignored = 0;
-    const char *names[64];
-    size_t n = config_diff(current, fresh, names, 64);
-    for (size_t i = 0; i < n; i++)
-        if (s_is_reloadable(names[i]) && used < sizeof changed)
-            used += (size_t)snprintf(changed + used, sizeof changed - used, "%s%s %s -> %s",
-                                     used ? ", " : "", names[i], config_str(current, names[i]),
-                                     config_str(fresh, names[i]));
-    n = config_diff(ctx->config, fresh, names, 64);
-    for (size_t i = 0; i < n; i++)
-        if (!s_is_reloadable(names[i]) && used_ignored < sizeof ignored)
-            used_ignored += (size_t)snprintf(ignored + used_ignored, sizeof ignored - used_ignored,
-                                             "%s%s", used_ignored ? ", " : "", names[i]);
-    slog_info("db: reload (SIGHUP): %s%s%s%s", used ? "changed " : "nothing to change", changed,
-              used_ignored ? "; needs a restart, ignored: " : "", ignored);
+/*  SIGHUP. The whole new configuration is checked before anything is applied, so a
+    bad one changes nothing; one line says what changed, what needs a restart, or
+    why the reload was rejected (config_reload_apply). */
+static void s_reload(s_ctx_t *ctx)
+{
+    config_t *fresh = NULL;
+    if (config_reload_apply(ctx->config, ctx->applied ? ctx->applied : ctx->config, "db: ",
+                            s_reloadable, s_apply_pool, ctx, &fresh) != 0)
+        return;
     config_destroy(&ctx->applied);
     ctx->applied = fresh;
 }

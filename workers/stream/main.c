@@ -77,51 +77,33 @@ typedef struct {
     bool draining;
 } s_ctx_t;
 
-/*  SIGHUP: everything is checked before anything is applied; one line says what
-    changed, what needs a restart, or why the reload was rejected. */
-static void s_reload(s_ctx_t *ctx)
+/* What a SIGHUP applies; every other setting needs a restart. */
+static const char *const s_reloadable[] = {"max_streams", "log_level", NULL};
+
+/* A new max_streams: the worker's credit at once (config_reload_apply's apply). */
+static int s_apply_max_streams(void *arg, const config_t *fresh, char *why, size_t why_size)
 {
-    const config_t *current = ctx->applied ? ctx->applied : ctx->config;
-    config_t *fresh = NULL;
-    char why[1024];
-    if (config_reload(ctx->config, &fresh, why, sizeof why) != 0) {
-        slog_error("reload (SIGHUP) rejected, settings unchanged: %s", why);
-        return;
-    }
+    s_ctx_t *ctx = arg;
     int64_t max_streams = config_int(fresh, "max_streams");
     if (max_streams < 1 || max_streams > 1000000) {
-        slog_error("reload (SIGHUP) rejected, settings unchanged: max_streams must be "
-                   "1-1000000, got %" PRId64,
-                   max_streams);
-        config_destroy(&fresh);
-        return;
+        snprintf(why, why_size, "max_streams must be 1-1000000, got %" PRId64, max_streams);
+        return -1;
     }
-    slog_level_t level = SLOG_INFO;
-    slog_level_parse(config_str(fresh, "log_level"), &level);
-    slog_set_level(level);
     if (ctx->draining)
         slog_info("reload (SIGHUP): draining, max_streams stays 0");
     else
         chat_set_max_streams(ctx->chat, (uint32_t)max_streams);
+    return 0;
+}
 
-    char changed[512] = "", ignored[512] = "";
-    size_t used = 0, used_ignored = 0;
-    const char *names[64];
-    size_t n = config_diff(current, fresh, names, 64);
-    for (size_t i = 0; i < n; i++)
-        if ((!strcmp(names[i], "max_streams") || !strcmp(names[i], "log_level")) &&
-            used < sizeof changed)
-            used += (size_t)snprintf(changed + used, sizeof changed - used, "%s%s %s -> %s",
-                                     used ? ", " : "", names[i], config_str(current, names[i]),
-                                     config_str(fresh, names[i]));
-    n = config_diff(ctx->config, fresh, names, 64);
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(names[i], "max_streams") && strcmp(names[i], "log_level") &&
-            used_ignored < sizeof ignored)
-            used_ignored += (size_t)snprintf(ignored + used_ignored, sizeof ignored - used_ignored,
-                                             "%s%s", used_ignored ? ", " : "", names[i]);
-    slog_info("reload (SIGHUP): %s%s%s%s", used ? "changed " : "nothing to change", changed,
-              used_ignored ? "; needs a restart, ignored: " : "", ignored);
+/*  SIGHUP: everything is checked before anything is applied; one line says what
+    changed, what needs a restart, or why the reload was rejected. */
+static void s_reload(s_ctx_t *ctx)
+{
+    config_t *fresh = NULL;
+    if (config_reload_apply(ctx->config, ctx->applied ? ctx->applied : ctx->config, "",
+                            s_reloadable, s_apply_max_streams, ctx, &fresh) != 0)
+        return;
     config_destroy(&ctx->applied);
     ctx->applied = fresh;
 }
