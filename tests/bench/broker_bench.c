@@ -1,8 +1,13 @@
 /*  broker_bench.c - what the broker costs: the same pipelined clients and echo
     workers, once talking DEALER <-> ROUTER directly, once through a real
-    sluice-broker process, in one run. Reports throughput and round-trip latency
-    (p50, p99) of both, the throughput ratio and the latency the broker adds; then
-    the same with one request in flight at a time (pure latency, no queueing).
+    sluice-broker process, and once through the cheapest relay ZeroMQ allows (a
+    separate process running zmq_proxy between a ROUTER and a DEALER: no parsing,
+    no routing decisions, no bookkeeping), in one run. Reports throughput and
+    round-trip latency (p50, p99) of each, the throughput ratios and the latency the
+    broker adds; then the same with one request in flight at a time (pure latency,
+    no queueing). The relay is the floor of any broker process on the machine: the
+    gap between it and direct is what the two extra hops cost by themselves, and
+    the gap between the broker and the relay is what Sluice's broker adds to them.
 
     The clients and workers speak SMP/1 frames in both modes and do the same work
     (an echo reply {"status": 200, "data": <request body>}), so the difference is
@@ -11,8 +16,9 @@
     Usage: broker_bench --broker PATH [--seconds 3] [--rounds 3] [--clients 2]
                         [--workers 2] [--window 32] [--credit 64] [--body 100]
                         [--warmup 0.3]
-    Direct and brokered runs alternate in --rounds slices so that both see the same
-    background load. tests/bench/broker-bench builds it and runs it.
+    Direct, relayed and brokered runs alternate in --rounds slices so that all see
+    the same background load. tests/bench/broker-bench builds it and runs it.
+    (broker_bench --relay-serve FRONTEND BACKEND is the relay process itself.)
 */
 #include "smp.h"
 
@@ -41,18 +47,23 @@ extern char **environ;
 #define S_PARTS 10
 #define S_SERVICE "echo"
 
-typedef enum { S_DIRECT, S_BROKER } s_mode_t;
+typedef enum { S_DIRECT, S_RELAY, S_BROKER, S_MODES } s_mode_t;
+
+static const char *const s_mode_name[S_MODES] = {"direct", "relay", "broker"};
 
 typedef struct {
     s_mode_t mode;
     void *ctx;
     char frontend[64];      /* broker mode: clients connect here */
     char backend[64];       /* broker mode: workers connect here */
+    char relay_front[64];   /* relay mode: clients connect here */
+    char relay_back[64];    /* relay mode: workers connect here */
     char worker_ep[16][64]; /* direct mode: each worker's ROUTER */
     int workers, clients, window, credit;
     size_t body_size;
     int64_t t0, t1;   /* the measured window, monotonic us */
     pid_t broker_pid; /* broker mode: whose CPU time to measure */
+    pid_t relay_pid;  /* relay mode: the same */
     atomic_int workers_ready;
     atomic_int stop_workers;
 } s_run_t;
@@ -87,7 +98,7 @@ typedef struct {
     size_t n, cap;
     double seconds;
     uint64_t errors, lost;
-    int64_t broker_cpu_ns; /* CPU the broker used inside the measured windows */
+    int64_t middle_cpu_ns; /* CPU the broker or relay used inside the measured windows */
 } s_acc_t;
 
 /* CPU time of every thread of pid so far, in ns (schedstat's first field). */
@@ -182,6 +193,9 @@ static void *s_worker_main(void *arg)
     s_worker_t *self = arg;
     s_run_t *run = self->run;
     bool direct = run->mode == S_DIRECT;
+    /* direct and relayed requests come with the client's routing id in front (the
+       relay's ROUTER adds it); the broker sends its own SMP/1 worker frames */
+    bool enveloped = run->mode != S_BROKER;
     void *sock = zmq_socket(run->ctx, direct ? ZMQ_ROUTER : ZMQ_DEALER);
     int zero = 0;
     zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
@@ -191,6 +205,8 @@ static void *s_worker_main(void *arg)
         zmq_bind(sock, "tcp://127.0.0.1:*");
         size_t len = sizeof run->worker_ep[self->index];
         zmq_getsockopt(sock, ZMQ_LAST_ENDPOINT, run->worker_ep[self->index], &len);
+    } else if (run->mode == S_RELAY) {
+        zmq_connect(sock, run->relay_back);
     } else {
         zmq_connect(sock, run->backend);
         uint8_t credit[4], cmd = SMP_READY;
@@ -210,7 +226,7 @@ static void *s_worker_main(void *arg)
     zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
     zmq_msg_t parts[S_PARTS];
     while (!atomic_load(&run->stop_workers)) {
-        if (!direct && s_now_us() >= next_beat) { /* stay alive for the broker */
+        if (!enveloped && s_now_us() >= next_beat) { /* stay alive for the broker */
             s_send_frame(sock, "", 0, true);
             s_send_frame(sock, SMP_PROTOCOL, 4, true);
             s_send_frame(sock, &heartbeat_cmd, 1, false);
@@ -220,20 +236,20 @@ static void *s_worker_main(void *arg)
             continue;
         int n;
         while ((n = s_recv_parts(sock, parts, ZMQ_DONTWAIT)) > 0) {
-            /* direct:  [id, "", SMP1, 0x01, service, rid, deadline, body]
-               broker:  ["", SMP1, 0x01, route, rid, deadline, body] */
-            int base = direct ? 1 : 0;
+            /* direct, relay: [id, "", SMP1, 0x01, service, rid, deadline, body]
+               broker:        ["", SMP1, 0x01, route, rid, deadline, body] */
+            int base = enveloped ? 1 : 0;
             if (n == base + 7 && zmq_msg_size(&parts[base + 2]) == 1 &&
                 *(uint8_t *)zmq_msg_data(&parts[base + 2]) == SMP_REQUEST) {
                 zmq_msg_t *body = &parts[base + 6];
                 size_t size = zmq_msg_size(body);
                 memcpy(reply + sizeof s_reply_prefix, zmq_msg_data(body), size);
-                if (direct)
+                if (enveloped)
                     s_send_msg(sock, &parts[0], true); /* the client's routing id */
                 s_send_frame(sock, "", 0, true);
                 s_send_frame(sock, SMP_PROTOCOL, 4, true);
                 s_send_frame(sock, &reply_cmd, 1, true);
-                if (!direct)
+                if (!enveloped)
                     s_send_msg(sock, &parts[base + 3], true); /* route */
                 s_send_msg(sock, &parts[base + 4], true);     /* request id */
                 s_send_frame(sock, reply, sizeof s_reply_prefix + size, false);
@@ -242,7 +258,7 @@ static void *s_worker_main(void *arg)
             s_close_parts(parts, n);
         }
     }
-    if (!direct) { /* leave cleanly, so the next run's workers get all the work */
+    if (!enveloped) { /* leave cleanly, so the next run's workers get all the work */
         const uint8_t disconnect_cmd = SMP_DISCONNECT;
         int linger = 1000;
         zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
@@ -279,7 +295,7 @@ static void *s_client_main(void *arg)
         for (int i = 0; i < run->workers; i++)
             zmq_connect(sock, run->worker_ep[i]);
     else
-        zmq_connect(sock, run->frontend);
+        zmq_connect(sock, run->mode == S_RELAY ? run->relay_front : run->frontend);
 
     /* {"op": "echo", "args": {"pad": "xxx..."}} of about body_size bytes */
     size_t pad = run->body_size > 32 ? run->body_size - 32 : 1;
@@ -384,11 +400,14 @@ static void s_run(s_run_t *run, double warmup_s, double seconds, s_acc_t *acc)
         clients[i].index = i;
         pthread_create(&clients[i].thread, NULL, s_client_main, &clients[i]);
     }
-    if (run->mode == S_BROKER && run->broker_pid > 0) {
+    pid_t middle = run->mode == S_BROKER ? run->broker_pid
+                   : run->mode == S_RELAY  ? run->relay_pid
+                                           : 0;
+    if (middle > 0) {
         s_sleep_until(run->t0);
-        int64_t cpu0 = s_cpu_ns(run->broker_pid);
+        int64_t cpu0 = s_cpu_ns(middle);
         s_sleep_until(run->t1);
-        acc->broker_cpu_ns += s_cpu_ns(run->broker_pid) - cpu0;
+        acc->middle_cpu_ns += s_cpu_ns(middle) - cpu0;
     }
     size_t total = 0;
     for (int i = 0; i < run->clients; i++) {
@@ -495,6 +514,66 @@ static int s_stop_broker(pid_t pid)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* ---------------------------------------------------------------- the relay */
+
+/*  The relay process: a ROUTER for clients, a DEALER for workers, zmq_proxy between
+    them, the same socket options the broker uses for its queues. It tells its parent
+    it is bound by writing a byte on descriptor 3, and ends on SIGTERM. */
+static int s_relay_serve(const char *front_ep, const char *back_ep)
+{
+    void *ctx = zmq_ctx_new();
+    void *front = zmq_socket(ctx, ZMQ_ROUTER), *back = zmq_socket(ctx, ZMQ_DEALER);
+    int hwm = 100000;
+    zmq_setsockopt(front, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(front, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(back, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(back, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    if (zmq_bind(front, front_ep) != 0 || zmq_bind(back, back_ep) != 0) {
+        fprintf(stderr, "relay: cannot bind %s / %s: %s\n", front_ep, back_ep,
+                zmq_strerror(errno));
+        return 1;
+    }
+    if (write(3, "r", 1) != 1)
+        return 1;
+    close(3);
+    zmq_proxy(front, back, NULL); /* until a signal ends the process */
+    return 0;
+}
+
+static pid_t s_start_relay(s_run_t *run)
+{
+    snprintf(run->relay_front, sizeof run->relay_front, "tcp://127.0.0.1:%d", s_free_port());
+    snprintf(run->relay_back, sizeof run->relay_back, "tcp://127.0.0.1:%d", s_free_port());
+    int ready[2];
+    posix_spawn_file_actions_t actions;
+    if (pipe(ready) != 0 || posix_spawn_file_actions_init(&actions) != 0 ||
+        posix_spawn_file_actions_adddup2(&actions, ready[1], 3) != 0) {
+        perror("relay");
+        exit(1);
+    }
+    char *argv[] = {"/proc/self/exe", "--relay-serve", run->relay_front, run->relay_back, NULL};
+    pid_t pid;
+    if (posix_spawn(&pid, "/proc/self/exe", &actions, NULL, argv, environ) != 0) {
+        fprintf(stderr, "cannot start the relay: %s\n", strerror(errno));
+        exit(1);
+    }
+    posix_spawn_file_actions_destroy(&actions);
+    close(ready[1]);
+    char byte;
+    if (read(ready[0], &byte, 1) != 1) {
+        fprintf(stderr, "the relay did not start\n");
+        exit(1);
+    }
+    close(ready[0]);
+    return pid;
+}
+
+static void s_stop_relay(pid_t pid)
+{
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+}
+
 /* ---------------------------------------------------------------- main */
 
 static void s_print(const char *name, const s_result_t *r)
@@ -506,6 +585,8 @@ static void s_print(const char *name, const s_result_t *r)
 
 int main(int argc, char **argv)
 {
+    if (argc == 4 && !strcmp(argv[1], "--relay-serve"))
+        return s_relay_serve(argv[2], argv[3]);
     const char *broker = NULL;
     double seconds = 3, warmup = 0.3;
     int rounds = 3;
@@ -550,54 +631,64 @@ int main(int argc, char **argv)
     }
     run.ctx = zmq_ctx_new();
     printf("broker_bench: %d client(s) x window %d, %d echo worker(s) (credit %d), body %zu "
-           "bytes; %d rounds, each %.2f s direct then %.2f s through the broker; %ld cpu(s)\n",
+           "bytes; %d rounds, each %.2f s direct, relayed, then through the broker; %ld "
+           "cpu(s)\n",
            run.clients, run.window, run.workers, run.credit, run.body_size, rounds,
-           seconds / rounds, seconds / rounds, sysconf(_SC_NPROCESSORS_ONLN));
+           seconds / rounds, sysconf(_SC_NPROCESSORS_ONLN));
 
-    /* Direct and brokered slices alternate, so both modes see the same background
-       load on a shared machine; the figures are over all slices of a mode. Then
-       the same with one client and one request at a time: latency alone. */
-    pid_t pid = s_start_broker(broker, &run);
-    run.broker_pid = pid;
-    s_acc_t acc[4] = {{0}};
+    /* The modes alternate in slices, so all see the same background load; the
+       figures are over all slices of a mode. Then the same with one client and one
+       request at a time: latency alone. */
+    run.broker_pid = s_start_broker(broker, &run);
+    run.relay_pid = s_start_relay(&run);
+    s_acc_t acc[2][S_MODES] = {{{0}}};
     s_run_t lat = run;
     lat.clients = 1;
     lat.window = 1;
-    for (int r = 0; r < rounds; r++) {
-        run.mode = S_DIRECT;
-        s_run(&run, warmup, seconds / rounds, &acc[0]);
-        run.mode = S_BROKER;
-        s_run(&run, warmup, seconds / rounds, &acc[1]);
-    }
-    for (int r = 0; r < rounds; r++) {
-        lat.mode = S_DIRECT;
-        s_run(&lat, warmup / 2, seconds / rounds / 2, &acc[2]);
-        lat.mode = S_BROKER;
-        s_run(&lat, warmup / 2, seconds / rounds / 2, &acc[3]);
-    }
-    int broker_rc = s_stop_broker(pid);
-    double cpu_per_req = acc[1].n ? acc[1].broker_cpu_ns / 1000.0 / (double)acc[1].n : 0;
-    double cpu_share = acc[1].seconds > 0 ? acc[1].broker_cpu_ns / 1e7 / acc[1].seconds : 0;
-    s_result_t direct = s_result(&acc[0]), brokered = s_result(&acc[1]);
-    s_result_t direct1 = s_result(&acc[2]), brokered1 = s_result(&acc[3]);
+    for (int r = 0; r < rounds; r++)
+        for (int m = 0; m < S_MODES; m++) {
+            run.mode = (s_mode_t)m;
+            s_run(&run, warmup, seconds / rounds, &acc[0][m]);
+        }
+    for (int r = 0; r < rounds; r++)
+        for (int m = 0; m < S_MODES; m++) {
+            lat.mode = (s_mode_t)m;
+            s_run(&lat, warmup / 2, seconds / rounds / 2, &acc[1][m]);
+        }
+    int broker_rc = s_stop_broker(run.broker_pid);
+    s_stop_relay(run.relay_pid);
 
-    printf("pipelined (%d x %d in flight):\n", run.clients, run.window);
-    s_print("direct", &direct);
-    s_print("broker", &brokered);
-    printf("  ratio    %11.1f %%  of direct throughput; added p50 %.1f us, p99 %.1f us\n",
-           direct.throughput ? 100.0 * brokered.throughput / direct.throughput : 0,
-           brokered.p50 - direct.p50, brokered.p99 - direct.p99);
-    printf("  broker CPU (all its threads): %.1f us per request, %.0f %% of one core\n",
-           cpu_per_req, cpu_share);
-    printf("one at a time (1 x 1 in flight):\n");
-    s_print("direct", &direct1);
-    s_print("broker", &brokered1);
-    printf("  ratio    %11.1f %%  of direct throughput; added p50 %.1f us, p99 %.1f us\n",
-           direct1.throughput ? 100.0 * brokered1.throughput / direct1.throughput : 0,
-           brokered1.p50 - direct1.p50, brokered1.p99 - direct1.p99);
+    bool clean = broker_rc == 0;
+    for (int part = 0; part < 2; part++) {
+        if (part == 0)
+            printf("pipelined (%d x %d in flight):\n", run.clients, run.window);
+        else
+            printf("one at a time (1 x 1 in flight):\n");
+        s_result_t res[S_MODES];
+        for (int m = 0; m < S_MODES; m++) {
+            res[m] = s_result(&acc[part][m]);
+            s_print(s_mode_name[m], &res[m]);
+            clean = clean && !res[m].errors && !res[m].lost;
+        }
+        const s_result_t *direct = &res[S_DIRECT], *relay = &res[S_RELAY],
+                         *brokered = &res[S_BROKER];
+        for (int m = S_RELAY; m < S_MODES; m++)
+            printf("  %-6s %5.1f %% of direct throughput; added p50 %.1f us, p99 %.1f us\n",
+                   s_mode_name[m],
+                   direct->throughput ? 100.0 * res[m].throughput / direct->throughput : 0,
+                   res[m].p50 - direct->p50, res[m].p99 - direct->p99);
+        printf("  broker %5.1f %% of the relay's throughput; p50 %.1f us over the relay's\n",
+               relay->throughput ? 100.0 * brokered->throughput / relay->throughput : 0,
+               brokered->p50 - relay->p50);
+        for (int m = S_RELAY; m < S_MODES; m++) {
+            const s_acc_t *a = &acc[part][m];
+            double n = (double)res[m].throughput * a->seconds;
+            printf("  %-6s CPU (all its threads): %.1f us per request, %.0f %% of one core\n",
+                   s_mode_name[m], n > 0 ? a->middle_cpu_ns / 1000.0 / n : 0,
+                   a->seconds > 0 ? a->middle_cpu_ns / 1e7 / a->seconds : 0);
+        }
+    }
     printf("broker exit status after SIGTERM: %d\n", broker_rc);
     zmq_ctx_term(run.ctx);
-    bool clean = broker_rc == 0 && !direct.errors && !brokered.errors && !direct.lost &&
-                 !brokered.lost && !direct1.errors && !brokered1.errors;
     return clean ? 0 : 1;
 }
