@@ -184,14 +184,12 @@ void broker_destroy(broker_t **self_p)
 
 /* Reads up to S_BATCH messages from sock without blocking, hands each to handle.
    Returns how many. */
-static int s_drain(broker_t *self, zsock_t *sock, void (*handle)(router_t *, smp_bytes_t, zmsg_t *))
+static int s_drain(broker_t *self, zsock_t *sock, void (*handle)(router_t *, wire_t *))
 {
     void *handle_raw = zsock_resolve(sock);
-    smp_bytes_t identity;
-    zmsg_t *msg;
     int i = 0;
-    for (; i < S_BATCH && wire_recv(self->wire, handle_raw, &identity, &msg) == 1; i++)
-        handle(self->router, identity, msg);
+    for (; i < S_BATCH && wire_recv(self->wire, handle_raw) == 1; i++)
+        handle(self->router, self->wire);
     return i;
 }
 

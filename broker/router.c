@@ -228,13 +228,31 @@ static void s_send(zsock_t *sock, smp_bytes_t identity, zmsg_t *msg)
     zmsg_destroy(&msg);
 }
 
-/* REPLY or PARTIAL: [identity, "", "SMP1", command, request_id, body] */
-static void s_send_client(router_t *self, smp_bytes_t identity, smp_command_t command,
-                          smp_bytes_t rid, smp_bytes_t body)
+/*  REPLY or PARTIAL: [identity, "", "SMP1", command, request_id, body]. When the
+    body is a received part (a worker's reply or partial), it is sent from there:
+    ZeroMQ takes the buffer instead of a copy. */
+static void s_send_client_part(router_t *self, smp_bytes_t identity, smp_command_t command,
+                               smp_bytes_t rid, smp_bytes_t body, zmq_msg_t *part)
 {
     uint8_t cmd = (uint8_t)command;
     smp_bytes_t frames[] = {identity, s_empty, s_protocol, {&cmd, 1}, rid, body};
-    s_send_frames(self->frontend_handle, frames, 6);
+    if (!part) {
+        s_send_frames(self->frontend_handle, frames, 6);
+        return;
+    }
+    for (size_t i = 0; i < 5; i++)
+        if (zmq_send(self->frontend_handle, frames[i].data, frames[i].size, ZMQ_SNDMORE) < 0) {
+            slog_debug("send failed: %s", zmq_strerror(errno));
+            return;
+        }
+    if (zmq_msg_send(part, self->frontend_handle, 0) < 0)
+        slog_debug("send failed: %s", zmq_strerror(errno));
+}
+
+static void s_send_client(router_t *self, smp_bytes_t identity, smp_command_t command,
+                          smp_bytes_t rid, smp_bytes_t body)
+{
+    s_send_client_part(self, identity, command, rid, body, NULL);
 }
 
 static void s_send_error(router_t *self, smp_bytes_t identity, smp_bytes_t rid, int status,
@@ -282,10 +300,10 @@ static void s_route_bytes(uint8_t out[8], uint64_t route)
 /*  The one place a request gets its final REPLY. A request still held by a worker
     stays in the in-flight table, answered, until the worker gives it back; any
     other request is freed here. */
-static void s_answer(router_t *self, request_t *req, smp_bytes_t body)
+static void s_answer_part(router_t *self, request_t *req, smp_bytes_t body, zmq_msg_t *part)
 {
     assert(!req->answered);
-    s_send_client(self, request_identity(req), SMP_REPLY, request_id(req), body);
+    s_send_client_part(self, request_identity(req), SMP_REPLY, request_id(req), body, part);
     zhashx_delete(self->clients, &req->key);
     if (req->route) {
         self->unanswered--;
@@ -293,6 +311,11 @@ static void s_answer(router_t *self, request_t *req, smp_bytes_t body)
     } else {
         request_destroy(&req);
     }
+}
+
+static void s_answer(router_t *self, request_t *req, smp_bytes_t body)
+{
+    s_answer_part(self, req, body, NULL);
 }
 
 static void s_answer_error(router_t *self, request_t *req, int status, const char *code,
@@ -623,13 +646,17 @@ static void s_client_cancel(router_t *self, smp_bytes_t identity, const smp_msg_
     s_answer_error(self, req, 499, "cancelled", "cancelled by the client");
 }
 
-void router_client_message(router_t *self, smp_bytes_t identity, zmsg_t *msg)
+void router_client_message(router_t *self, wire_t *wire)
 {
+    smp_bytes_t identity = wire_identity(wire);
+    size_t count;
+    const smp_bytes_t *frames = wire_frames(wire, &count);
     smp_msg_t m;
     const char *reason = NULL;
     if (identity.size == 0 || identity.size > REQUEST_IDENTITY_MAX) {
         self->stats.dropped++; /* a ROUTER always gives a routing id: not reachable */
-    } else if (smp_parse(msg, SMP_CLIENT_TO_BROKER, &self->zone, &m, &reason) != 0) {
+    } else if (smp_parse_frames(frames, count, SMP_CLIENT_TO_BROKER, &self->zone, &m, &reason) !=
+               0) {
         if (m.request_id.size) {
             self->stats.bad_request++;
             s_log_limited(self, SLOG_WARN, m.request_id,
@@ -701,8 +728,8 @@ static request_t *s_held_request(router_t *self, const smp_msg_t *m)
     return req;
 }
 
-/* Returns false when the reply matched nothing in flight. */
-static bool s_worker_reply(router_t *self, const smp_msg_t *m)
+/* Returns false when the reply matched nothing in flight. body_part holds m->body. */
+static bool s_worker_reply(router_t *self, const smp_msg_t *m, zmq_msg_t *body_part)
 {
     request_t *req = s_held_request(self, m);
     if (!req) {
@@ -718,7 +745,7 @@ static bool s_worker_reply(router_t *self, const smp_msg_t *m)
         request_destroy(&req);
     } else {
         self->stats.replies++;
-        s_answer(self, req, m->body);
+        s_answer_part(self, req, m->body, body_part);
     }
     service_t *service = worker->service;
     if (worker->draining && !worker->held && worker->in_flight == 0)
@@ -728,8 +755,8 @@ static bool s_worker_reply(router_t *self, const smp_msg_t *m)
     return true;
 }
 
-/* Returns false when the partial matched nothing in flight. */
-static bool s_worker_partial(router_t *self, const smp_msg_t *m)
+/* Returns false when the partial matched nothing in flight. body_part holds m->body. */
+static bool s_worker_partial(router_t *self, const smp_msg_t *m, zmq_msg_t *body_part)
 {
     request_t *req = s_held_request(self, m);
     if (!req)
@@ -739,7 +766,8 @@ static bool s_worker_partial(router_t *self, const smp_msg_t *m)
         return true;
     }
     self->stats.partials++;
-    s_send_client(self, request_identity(req), SMP_PARTIAL, request_id(req), m->body);
+    s_send_client_part(self, request_identity(req), SMP_PARTIAL, request_id(req), m->body,
+                       body_part);
     return true;
 }
 
@@ -764,8 +792,11 @@ static void s_worker_heartbeat(router_t *self, worker_t *worker, const smp_msg_t
     memcpy(worker->status, m->body.data, m->body.size);
 }
 
-void router_worker_message(router_t *self, smp_bytes_t identity, zmsg_t *msg)
+void router_worker_message(router_t *self, wire_t *wire)
 {
+    smp_bytes_t identity = wire_identity(wire);
+    size_t count;
+    const smp_bytes_t *frames = wire_frames(wire, &count);
     if (identity.size == 0 || identity.size > REQUEST_IDENTITY_MAX)
         return;
     request_key_t key;
@@ -776,7 +807,7 @@ void router_worker_message(router_t *self, smp_bytes_t identity, zmsg_t *msg)
 
     smp_msg_t m;
     const char *reason = NULL;
-    if (smp_parse(msg, SMP_WORKER_TO_BROKER, &self->zone, &m, &reason) != 0) {
+    if (smp_parse_frames(frames, count, SMP_WORKER_TO_BROKER, &self->zone, &m, &reason) != 0) {
         self->stats.worker_errors++;
         char name[S_NAME_SIZE];
         s_name(name, identity);
@@ -784,10 +815,13 @@ void router_worker_message(router_t *self, smp_bytes_t identity, zmsg_t *msg)
                       name, reason);
         goto done;
     }
-    /* answers are matched by route, whoever sends them (see the top of this file) */
-    if (m.command == SMP_REPLY && (s_worker_reply(self, &m) || worker))
+    /* answers are matched by route, whoever sends them (see the top of this file);
+       their body is the last frame */
+    bool answer = m.command == SMP_REPLY || m.command == SMP_PARTIAL;
+    zmq_msg_t *body_part = answer ? wire_take(wire, count - 1) : NULL;
+    if (m.command == SMP_REPLY && (s_worker_reply(self, &m, body_part) || worker))
         goto done;
-    if (m.command == SMP_PARTIAL && (s_worker_partial(self, &m) || worker))
+    if (m.command == SMP_PARTIAL && (s_worker_partial(self, &m, body_part) || worker))
         goto done;
     if (!worker && self->draining) {
         /* a worker that reconnected while the broker shuts down: nothing to say to

@@ -10,6 +10,7 @@
 #define SLUICE_BROKER_ROUTER_H
 
 #include "smp.h"
+#include "wire.h"
 
 #include <czmq.h>
 #include <stdbool.h>
@@ -33,12 +34,12 @@ router_t *router_new(const router_config_t *cfg, zsock_t *frontend, zsock_t *bac
                      const char **reason);
 void router_destroy(router_t **self_p);
 
-/* A message from the frontend: the client's routing id and the frames after it
-   (borrowed: only read during the call). */
-void router_client_message(router_t *self, smp_bytes_t identity, zmsg_t *msg);
+/* A message from the frontend, as received (borrowed: only used during the call). */
+void router_client_message(router_t *self, wire_t *wire);
 
-/* A message from the backend: the worker's routing id and the frames after it. */
-void router_worker_message(router_t *self, smp_bytes_t identity, zmsg_t *msg);
+/* A message from the backend, as received; a reply or partial body is sent on to
+   the client from the wire's part, without a copy. */
+void router_worker_message(router_t *self, wire_t *wire);
 
 /* The janitor: deadlines, worker liveness, heartbeats to workers. Run it at least
    every router_tick_ms() milliseconds. */

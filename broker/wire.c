@@ -1,17 +1,19 @@
-/*  wire.c - receiving into a reusable message. See wire.h. */
+/*  wire.c - receiving into reusable zmq_msg_t parts. See wire.h. */
 #include "wire.h"
 
-#include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
-/* Longer messages are never valid; after one, the frames are given back rather
-   than kept (and trimming them one by one would be quadratic). */
-#define S_KEEP_FRAMES 16
+/* Longer than any valid SMP/1 message (7 frames after the routing id). */
+#define S_FRAMES 16
 
 struct wire_t {
-    zmsg_t *msg;        /* frames after the routing id, refilled by each receive */
     zmq_msg_t identity; /* the routing id of the last message */
-    zmq_msg_t part;     /* receive buffer for one frame */
+    zmq_msg_t parts[S_FRAMES];
+    smp_bytes_t frames[S_FRAMES];
+    bool taken[S_FRAMES]; /* sent on with wire_take: the part is empty now */
+    size_t count;
+    zmq_msg_t junk; /* frames past S_FRAMES, received and dropped */
 };
 
 wire_t *wire_new(void)
@@ -19,9 +21,10 @@ wire_t *wire_new(void)
     wire_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
-    self->msg = zmsg_new();
     zmq_msg_init(&self->identity);
-    zmq_msg_init(&self->part);
+    for (size_t i = 0; i < S_FRAMES; i++)
+        zmq_msg_init(&self->parts[i]);
+    zmq_msg_init(&self->junk);
     return self;
 }
 
@@ -30,44 +33,55 @@ void wire_destroy(wire_t **self_p)
     if (!self_p || !*self_p)
         return;
     wire_t *self = *self_p;
-    zmsg_destroy(&self->msg);
     zmq_msg_close(&self->identity);
-    zmq_msg_close(&self->part);
+    for (size_t i = 0; i < S_FRAMES; i++)
+        zmq_msg_close(&self->parts[i]);
+    zmq_msg_close(&self->junk);
     free(self);
     *self_p = NULL;
 }
 
-int wire_recv(wire_t *self, void *sock, smp_bytes_t *identity, zmsg_t **msg)
+int wire_recv(wire_t *self, void *sock)
 {
-    if (zmsg_size(self->msg) > S_KEEP_FRAMES) {
-        zmsg_destroy(&self->msg);
-        self->msg = zmsg_new();
-    }
+    /* zmq_msg_recv releases what a part held before refilling it */
     if (zmq_msg_recv(&self->identity, sock, ZMQ_DONTWAIT) < 0)
         return 0; /* EAGAIN, or the context is ending */
-    size_t kept = zmsg_size(self->msg), n = 0;
-    zframe_t *frame = zmsg_first(self->msg);
+    size_t n = 0;
     bool more = zmq_msg_more(&self->identity);
     /* the rest of a message is already here once its first frame is */
-    while (more && zmq_msg_recv(&self->part, sock, 0) >= 0) {
-        more = zmq_msg_more(&self->part);
-        const void *data = zmq_msg_data(&self->part);
-        size_t size = zmq_msg_size(&self->part);
-        if (n < kept) {
-            zframe_reset(frame, data, size);
-            frame = zmsg_next(self->msg);
-        } else {
-            zmsg_addmem(self->msg, data, size);
+    while (more) {
+        zmq_msg_t *part = n < S_FRAMES ? &self->parts[n] : &self->junk;
+        if (zmq_msg_recv(part, sock, 0) < 0)
+            break;
+        more = zmq_msg_more(part);
+        if (n < S_FRAMES) {
+            self->frames[n].data = zmq_msg_data(part);
+            self->frames[n].size = zmq_msg_size(part);
+            self->taken[n] = false;
+            n++;
         }
-        n++;
     }
-    while (zmsg_size(self->msg) > n) {
-        zframe_t *last = zmsg_last(self->msg);
-        zmsg_remove(self->msg, last);
-        zframe_destroy(&last);
-    }
-    identity->data = zmq_msg_data(&self->identity);
-    identity->size = zmq_msg_size(&self->identity);
-    *msg = self->msg;
+    self->count = n;
     return 1;
+}
+
+smp_bytes_t wire_identity(const wire_t *self)
+{
+    smp_bytes_t b = {zmq_msg_data((zmq_msg_t *)&self->identity),
+                     zmq_msg_size((zmq_msg_t *)&self->identity)};
+    return b;
+}
+
+const smp_bytes_t *wire_frames(const wire_t *self, size_t *count)
+{
+    *count = self->count;
+    return self->frames;
+}
+
+zmq_msg_t *wire_take(wire_t *self, size_t index)
+{
+    if (index >= self->count || self->taken[index])
+        return NULL;
+    self->taken[index] = true;
+    return &self->parts[index];
 }

@@ -33,26 +33,43 @@ bool smp_bytes_eq(smp_bytes_t a, const char *s)
 
 /* A cursor over the frames of one message, so each parse step reads as grammar. */
 typedef struct {
-    zframe_t *frame;
-    zmsg_t *msg;
+    const smp_bytes_t *frames;
+    size_t count, next;
     const char *reason;
 } s_cursor_t;
 
+static bool s_more(const s_cursor_t *c)
+{
+    return c->next < c->count;
+}
+
 static bool s_next(s_cursor_t *c, smp_bytes_t *out, size_t min, size_t max, const char *what)
 {
-    if (!c->frame) {
+    if (!s_more(c)) {
         c->reason = what; /* "missing <frame>" */
         return false;
     }
-    size_t size = zframe_size(c->frame);
+    size_t size = c->frames[c->next].size;
     if (size < min || size > max) {
         c->reason = what;
         return false;
     }
-    out->data = zframe_data(c->frame);
-    out->size = size;
-    c->frame = zmsg_next(c->msg);
+    *out = c->frames[c->next++];
     return true;
+}
+
+/*  The frames of msg as views. Every valid message has fewer than S_FRAMES_MAX
+    frames, so a longer one is cut there: it still fails as "unexpected extra
+    frames" (or at an earlier bad frame, as it would uncut). */
+#define S_FRAMES_MAX 16
+static size_t s_frames_of(zmsg_t *msg, smp_bytes_t frames[S_FRAMES_MAX])
+{
+    size_t n = 0;
+    for (zframe_t *f = zmsg_first(msg); f && n < S_FRAMES_MAX; f = zmsg_next(msg), n++) {
+        frames[n].data = zframe_data(f);
+        frames[n].size = zframe_size(f);
+    }
+    return n;
 }
 
 static bool s_u32(s_cursor_t *c, uint32_t *value, const char *what)
@@ -142,7 +159,7 @@ static bool s_check_reply_body(smp_msg_t *m, const char **reason)
 
 static bool s_body(s_cursor_t *c, smp_msg_t *m, msgpack_zone *zone, bool required)
 {
-    if (!c->frame && !required)
+    if (!s_more(c) && !required)
         return true;
     if (!s_next(c, &m->body, required ? 1 : 0, SMP_BODY_MAX, "missing or oversize body frame"))
         return false;
@@ -154,9 +171,17 @@ static bool s_body(s_cursor_t *c, smp_msg_t *m, msgpack_zone *zone, bool require
 int smp_parse(zmsg_t *msg, smp_dir_t dir, msgpack_zone *zone, smp_msg_t *out,
               const char **reason)
 {
+    smp_bytes_t frames[S_FRAMES_MAX];
+    size_t count = s_frames_of(msg, frames);
+    return smp_parse_frames(frames, count, dir, zone, out, reason);
+}
+
+int smp_parse_frames(const smp_bytes_t *frames, size_t count, smp_dir_t dir, msgpack_zone *zone,
+                     smp_msg_t *out, const char **reason)
+{
     memset(out, 0, sizeof *out);
     out->body_obj.type = MSGPACK_OBJECT_NIL;
-    s_cursor_t c = {zmsg_first(msg), msg, NULL};
+    s_cursor_t c = {frames, count, 0, NULL};
     smp_bytes_t b;
     const char *why = "malformed message";
     bool ok = false;
@@ -254,7 +279,7 @@ int smp_parse(zmsg_t *msg, smp_dir_t dir, msgpack_zone *zone, smp_msg_t *out,
         why = c.reason ? c.reason : "command not valid in this direction";
         goto done;
     }
-    if (c.frame) {
+    if (s_more(&c)) {
         why = "unexpected extra frames";
         ok = false;
     }
@@ -338,7 +363,8 @@ zmsg_t *smp_event_build(const char *topic, const void *body, size_t body_size)
 int smp_event_parse(zmsg_t *msg, msgpack_zone *zone, smp_bytes_t *topic, msgpack_object *body,
                     const char **reason)
 {
-    s_cursor_t c = {zmsg_first(msg), msg, NULL};
+    smp_bytes_t frames[S_FRAMES_MAX];
+    s_cursor_t c = {frames, s_frames_of(msg, frames), 0, NULL};
     smp_bytes_t proto, raw;
     if (!s_next(&c, topic, 1, SMP_TOPIC_MAX, "event topic must be 1-128 bytes") ||
         !s_next(&c, &proto, 4, 4, "event protocol frame must be SMP1") ||
@@ -355,7 +381,7 @@ int smp_event_parse(zmsg_t *msg, msgpack_zone *zone, smp_bytes_t *topic, msgpack
         *reason = "event body must be a map";
         return -1;
     }
-    if (c.frame) {
+    if (s_more(&c)) {
         *reason = "unexpected extra frames";
         return -1;
     }

@@ -68,6 +68,10 @@ typedef struct {
     so a caller can address an error reply even when a later frame is bad. */
 int smp_parse(zmsg_t *msg, smp_dir_t dir, msgpack_zone *zone, smp_msg_t *out,
               const char **reason);
+/*  The same over count frames given as views (the frames after a ROUTER's routing
+    id), for a caller that receives into zmq_msg_t parts instead of a zmsg_t. */
+int smp_parse_frames(const smp_bytes_t *frames, size_t count, smp_dir_t dir, msgpack_zone *zone,
+                     smp_msg_t *out, const char **reason);
 
 /*  Builds the frames of m for direction dir, starting with the empty delimiter.
     Only the fields that command uses are read. Returns NULL if m does not fit the

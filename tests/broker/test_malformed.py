@@ -49,6 +49,8 @@ def test_malformed_client_frames(broker):
         ([b"", P, REQ, b"echo", b"b11", u32, b"\x81" + b"\x91" * 5000], b"b11"),  # deep nesting
         ([b"", P, REQ, b"echo", b"b12", u32, b"\xc6" + smp.u32(5 << 20) + b"x" * (5 << 20)],
          b"b12"),  # a 5 MiB body: over the codec's 4 MiB
+        # more frames than the broker keeps per message (16): still refused, not cut
+        ([b"", P, REQ, b"echo", b"b13", u32, GOOD] + [b"x"] * 30, b"b13"),
     ]
     for frames, _ in cases:
         sock.send_multipart(frames)
@@ -102,6 +104,8 @@ def test_malformed_worker_frames(make_broker):
         [b"", P, smp.HEARTBEAT, smp.pack([1, 2])],
         [b"", P, smp.READY, b"sys", u32],  # sys is the broker's own
         [b"", P, smp.DISCONNECT, b"extra"],
+        # a good reply followed by more frames than the broker keeps (16): refused
+        [b"", P, smp.REPLY, route, rid, smp.pack({"status": 200})] + [b"x"] * 30,
     ]
     for frames in garbage:
         bad.sock.send_multipart(frames)

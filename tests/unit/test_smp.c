@@ -215,6 +215,30 @@ static void test_malformed(msgpack_zone *zone)
     CHECK(smp_parse(msg, SMP_CLIENT_TO_BROKER, zone, &out, &why) == -1);
     CHECK(smp_bytes_eq(out.request_id, "abc"));
     zmsg_destroy(&msg);
+
+    /* far more frames than any message has: still "extra", whether parsed from a
+       zmsg or from the frame views the broker passes */
+    const char body_ping[] = "\x81\xa2op\xa4ping";
+    smp_bytes_t views[40] = {
+        {(const uint8_t *)"", 0},   {(const uint8_t *)"SMP1", 4},
+        {(const uint8_t *)"\x01", 1}, {(const uint8_t *)"db", 2},
+        {(const uint8_t *)"r", 1},  {(const uint8_t *)"\0\0\0\1", 4},
+        {(const uint8_t *)body_ping, 9}};
+    for (size_t i = 7; i < 40; i++)
+        views[i] = (smp_bytes_t){(const uint8_t *)"x", 1};
+    CHECK(smp_parse_frames(views, 7, SMP_CLIENT_TO_BROKER, zone, &out, &why) == 0);
+    CHECK(smp_bytes_eq(out.op, "ping") && smp_bytes_eq(out.request_id, "r"));
+    why = NULL;
+    CHECK(smp_parse_frames(views, 40, SMP_CLIENT_TO_BROKER, zone, &out, &why) == -1);
+    CHECK(why && strstr(why, "extra"));
+    msg = zmsg_new();
+    for (size_t i = 0; i < 40; i++)
+        zmsg_addmem(msg, views[i].data, views[i].size);
+    why = NULL;
+    CHECK(smp_parse(msg, SMP_CLIENT_TO_BROKER, zone, &out, &why) == -1);
+    CHECK(why && strstr(why, "extra"));
+    zmsg_destroy(&msg);
+    msgpack_zone_clear(zone);
 }
 
 static void test_events(msgpack_zone *zone)
