@@ -16,20 +16,28 @@ int request_key_make(request_key_t *key, smp_bytes_t identity, smp_bytes_t reque
     return 0;
 }
 
-request_t *request_new(smp_bytes_t identity, const smp_msg_t *m, int64_t deadline)
+request_t *request_new(smp_bytes_t identity, const smp_msg_t *m, zmq_msg_t *body_part,
+                       int64_t deadline)
 {
-    /* one allocation: the struct, then the body */
-    request_t *self = malloc(sizeof *self + m->body.size);
+    request_t *self = malloc(sizeof *self);
     if (!self)
         return NULL;
     if (request_key_make(&self->key, identity, m->request_id) != 0) {
         free(self);
         return NULL;
     }
-    uint8_t *body = (uint8_t *)(self + 1);
-    memcpy(body, m->body.data, m->body.size);
-    self->body.data = body;
-    self->body.size = m->body.size;
+    zmq_msg_init(&self->body_msg);
+    if (body_part) {
+        zmq_msg_move(&self->body_msg, body_part);
+    } else if (zmq_msg_init_size(&self->body_msg, m->body.size) == 0) {
+        memcpy(zmq_msg_data(&self->body_msg), m->body.data, m->body.size);
+    } else {
+        free(self);
+        return NULL;
+    }
+    /* after the move: a short body lives inside the zmq_msg_t itself */
+    self->body.data = zmq_msg_data(&self->body_msg);
+    self->body.size = zmq_msg_size(&self->body_msg);
     self->service = NULL;
     self->worker = NULL;
     self->route = 0;
@@ -41,10 +49,22 @@ request_t *request_new(smp_bytes_t identity, const smp_msg_t *m, int64_t deadlin
     return self;
 }
 
+int request_send_body(request_t *self, void *sock)
+{
+    zmq_msg_t copy;
+    zmq_msg_init(&copy);
+    zmq_msg_copy(&copy, &self->body_msg); /* a reference, not a copy of the bytes */
+    int rc = zmq_msg_send(&copy, sock, 0);
+    if (rc < 0)
+        zmq_msg_close(&copy);
+    return rc;
+}
+
 void request_destroy(request_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
+    zmq_msg_close(&(*self_p)->body_msg);
     free(*self_p);
     *self_p = NULL;
 }

@@ -2,10 +2,10 @@
     it to the one REPLY that ends it.
 
     A request is owned by exactly one place at a time: its service's queue, or the
-    in-flight table while a worker holds it. It keeps a copy of the body (forwarded
-    as it came, never re-encoded) in the same allocation, and a key made of the
-    client's routing id and its request id, by which a CANCEL or a duplicate id
-    finds it.
+    in-flight table while a worker holds it. It keeps the body as the zmq_msg_t it
+    arrived in (forwarded as it came, never re-encoded; each send shares the buffer
+    instead of copying it), and a key made of the client's routing id and its
+    request id, by which a CANCEL or a duplicate id finds it.
 */
 #ifndef SLUICE_BROKER_REQUEST_H
 #define SLUICE_BROKER_REQUEST_H
@@ -14,6 +14,7 @@
 
 #include <czmq.h>
 #include <stdbool.h>
+#include <zmq.h>
 #include <stdint.h>
 
 #define REQUEST_IDENTITY_MAX 255 /* ZeroMQ routing ids are 1-255 bytes */
@@ -29,7 +30,8 @@ typedef struct worker_t worker_t;
 
 typedef struct {
     request_key_t key;  /* client identity + request id */
-    smp_bytes_t body;   /* raw MessagePack body, stored after this struct */
+    zmq_msg_t body_msg; /* the raw MessagePack body */
+    smp_bytes_t body;   /* a view of body_msg */
     service_t *service; /* the service it was sent to */
     worker_t *worker;   /* the worker holding it, while in flight */
     uint64_t route;     /* in-flight table key sent to the worker as `route`; 0 = not sent */
@@ -44,9 +46,15 @@ typedef struct {
     does not fit (never for frames the codec accepted). */
 int request_key_make(request_key_t *key, smp_bytes_t identity, smp_bytes_t request_id);
 
-/*  A request from a parsed client REQUEST m (ids and body are copied). Returns
-    NULL when out of memory or the ids do not fit. */
-request_t *request_new(smp_bytes_t identity, const smp_msg_t *m, int64_t deadline);
+/*  A request from a parsed client REQUEST m. The ids are copied; the body is taken
+    from body_part, the received part that holds m->body (moved: body_part is left
+    empty), or copied when body_part is NULL. Returns NULL when out of memory or the
+    ids do not fit. */
+request_t *request_new(smp_bytes_t identity, const smp_msg_t *m, zmq_msg_t *body_part,
+                       int64_t deadline);
+/*  Sends the body to sock as the last frame of a message, sharing its buffer (a
+    request may be sent again if its worker dies). Returns zmq_msg_send's result. */
+int request_send_body(request_t *self, void *sock);
 
 void request_destroy(request_t **self_p);
 

@@ -203,15 +203,24 @@ static void s_scratch_reserve(router_t *self, size_t n)
     smp_build would put them (docs/protocol.md; the tests check every frame).
     Building a czmq zmsg first costs a few allocations per frame, which measured
     more than all the routing work together. Rare commands go through smp_build. */
-static void s_send_frames(void *sock, const smp_bytes_t *frames, size_t n)
+/* Sends n frames, each with more to follow. Returns false when one could not go. */
+static bool s_send_head(void *sock, const smp_bytes_t *frames, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         /* a ROUTER drops what it cannot deliver instead of failing or blocking */
-        if (zmq_send(sock, frames[i].data, frames[i].size, i + 1 < n ? ZMQ_SNDMORE : 0) < 0) {
+        if (zmq_send(sock, frames[i].data, frames[i].size, ZMQ_SNDMORE) < 0) {
             slog_debug("send failed: %s", zmq_strerror(errno));
-            return;
+            return false;
         }
     }
+    return true;
+}
+
+static void s_send_frames(void *sock, const smp_bytes_t *frames, size_t n)
+{
+    if (s_send_head(sock, frames, n - 1) &&
+        zmq_send(sock, frames[n - 1].data, frames[n - 1].size, 0) < 0)
+        slog_debug("send failed: %s", zmq_strerror(errno));
 }
 
 static const smp_bytes_t s_empty = {(const uint8_t *)"", 0};
@@ -236,16 +245,10 @@ static void s_send_client_part(router_t *self, smp_bytes_t identity, smp_command
 {
     uint8_t cmd = (uint8_t)command;
     smp_bytes_t frames[] = {identity, s_empty, s_protocol, {&cmd, 1}, rid, body};
-    if (!part) {
+    if (!part)
         s_send_frames(self->frontend_handle, frames, 6);
-        return;
-    }
-    for (size_t i = 0; i < 5; i++)
-        if (zmq_send(self->frontend_handle, frames[i].data, frames[i].size, ZMQ_SNDMORE) < 0) {
-            slog_debug("send failed: %s", zmq_strerror(errno));
-            return;
-        }
-    if (zmq_msg_send(part, self->frontend_handle, 0) < 0)
+    else if (s_send_head(self->frontend_handle, frames, 5) &&
+             zmq_msg_send(part, self->frontend_handle, 0) < 0)
         slog_debug("send failed: %s", zmq_strerror(errno));
 }
 
@@ -411,9 +414,11 @@ static void s_send_request(router_t *self, worker_t *worker, request_t *req, int
     smp_put_u32(deadline, (uint32_t)(left < 1 ? 1 : left > UINT32_MAX ? UINT32_MAX : left));
     /* [identity, "", "SMP1", 0x01, route, request_id, deadline_ms, body] */
     smp_bytes_t frames[] = {
-        s_worker_identity(worker), s_empty,       s_protocol, {&cmd, 1}, {route, 8},
-        request_id(req),           {deadline, 4}, req->body};
-    s_send_frames(self->backend_handle, frames, 8);
+        s_worker_identity(worker), s_empty,      s_protocol, {&cmd, 1}, {route, 8},
+        request_id(req),           {deadline, 4}};
+    if (s_send_head(self->backend_handle, frames, 7) &&
+        request_send_body(req, self->backend_handle) < 0)
+        slog_debug("send failed: %s", zmq_strerror(errno));
     int rc = zhashx_insert(self->in_flight, (void *)(uintptr_t)req->route, req);
     assert(rc == 0); /* routes are unique by construction */
     (void)rc;
@@ -553,7 +558,9 @@ static void s_worker_delete(router_t *self, worker_t *worker, const char *reason
 
 /* ---------------------------------------------------------------- clients */
 
-static void s_client_request(router_t *self, smp_bytes_t identity, const smp_msg_t *m)
+/* body_part holds m->body: a request that is kept takes it. */
+static void s_client_request(router_t *self, smp_bytes_t identity, const smp_msg_t *m,
+                             zmq_msg_t *body_part)
 {
     self->stats.requests++;
     if (!s_service_name_ok(m->service)) {
@@ -605,7 +612,7 @@ static void s_client_request(router_t *self, smp_bytes_t identity, const smp_msg
     }
     int64_t now = clock_now_ms();
     uint32_t budget = m->deadline_ms ? m->deadline_ms : (uint32_t)self->cfg.default_deadline_ms;
-    request_t *req = request_new(identity, m, now + budget);
+    request_t *req = request_new(identity, m, body_part, now + budget);
     if (!req) {
         self->stats.unavailable++;
         s_send_error(self, identity, m->request_id, 503, "unavailable", "broker out of memory");
@@ -668,7 +675,7 @@ void router_client_message(router_t *self, wire_t *wire)
                           reason);
         }
     } else if (m.command == SMP_REQUEST) {
-        s_client_request(self, identity, &m);
+        s_client_request(self, identity, &m, wire_take(wire, count - 1)); /* body: the last */
     } else {
         s_client_cancel(self, identity, &m);
     }

@@ -82,8 +82,7 @@ static bool s_u32(s_cursor_t *c, uint32_t *value, const char *what)
 }
 
 /* Unpacks exactly one MessagePack value filling the whole frame. */
-static bool s_unpack(smp_bytes_t body, msgpack_zone *zone, msgpack_object *obj,
-                     const char **reason)
+static bool s_unpack(smp_bytes_t body, msgpack_zone *zone, msgpack_object *obj, const char **reason)
 {
     if (!mp_check(body.data, body.size, reason))
         return false;
@@ -131,8 +130,7 @@ static bool s_check_request_body(smp_msg_t *m, const char **reason)
     }
     v = mp_get(b, "idem");
     if (v && v->type != MSGPACK_OBJECT_NIL &&
-        (v->type != MSGPACK_OBJECT_STR || v->via.str.size == 0 ||
-         v->via.str.size > SMP_IDEM_MAX)) {
+        (v->type != MSGPACK_OBJECT_STR || v->via.str.size == 0 || v->via.str.size > SMP_IDEM_MAX)) {
         *reason = "request \"idem\" must be a string of 1-128 bytes";
         return false;
     }
@@ -168,8 +166,7 @@ static bool s_body(s_cursor_t *c, smp_msg_t *m, msgpack_zone *zone, bool require
     return s_unpack(m->body, zone, &m->body_obj, &c->reason);
 }
 
-int smp_parse(zmsg_t *msg, smp_dir_t dir, msgpack_zone *zone, smp_msg_t *out,
-              const char **reason)
+int smp_parse(zmsg_t *msg, smp_dir_t dir, msgpack_zone *zone, smp_msg_t *out, const char **reason)
 {
     smp_bytes_t frames[S_FRAMES_MAX];
     size_t count = s_frames_of(msg, frames);

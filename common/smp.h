@@ -15,11 +15,11 @@
 #include <stdint.h>
 
 #define SMP_PROTOCOL "SMP1"
-#define SMP_SERVICE_MAX 64            /* bytes in a service name */
-#define SMP_REQUEST_ID_MAX 32         /* protocol.md: 1-32 opaque bytes */
-#define SMP_ROUTE_MAX 256             /* a ZeroMQ routing id is at most 255 bytes */
-#define SMP_OP_MAX 64                 /* bytes in an op name */
-#define SMP_IDEM_MAX 128              /* api.md: Idempotency-Key is 1-128 chars */
+#define SMP_SERVICE_MAX 64             /* bytes in a service name */
+#define SMP_REQUEST_ID_MAX 32          /* protocol.md: 1-32 opaque bytes */
+#define SMP_ROUTE_MAX 256              /* a ZeroMQ routing id is at most 255 bytes */
+#define SMP_OP_MAX 64                  /* bytes in an op name */
+#define SMP_IDEM_MAX 128               /* api.md: Idempotency-Key is 1-128 chars */
 #define SMP_BODY_MAX (4 * 1024 * 1024) /* a body above this is refused */
 #define SMP_TOPIC_MAX 128
 #define SMP_DEFAULT_DEADLINE_MS 5000
@@ -66,8 +66,7 @@ typedef struct {
     caller clears it when done with out). Returns 0, or -1 with *reason set to a
     static human-readable string. The request id is filled in as soon as it is known,
     so a caller can address an error reply even when a later frame is bad. */
-int smp_parse(zmsg_t *msg, smp_dir_t dir, msgpack_zone *zone, smp_msg_t *out,
-              const char **reason);
+int smp_parse(zmsg_t *msg, smp_dir_t dir, msgpack_zone *zone, smp_msg_t *out, const char **reason);
 /*  The same over count frames given as views (the frames after a ROUTER's routing
     id), for a caller that receives into zmq_msg_t parts instead of a zmsg_t. */
 int smp_parse_frames(const smp_bytes_t *frames, size_t count, smp_dir_t dir, msgpack_zone *zone,
@@ -80,8 +79,8 @@ zmsg_t *smp_build(const smp_msg_t *m, smp_dir_t dir);
 
 /*  Events: [topic, "SMP1", body]. */
 zmsg_t *smp_event_build(const char *topic, const void *body, size_t body_size);
-int smp_event_parse(zmsg_t *msg, msgpack_zone *zone, smp_bytes_t *topic,
-                    msgpack_object *body, const char **reason);
+int smp_event_parse(zmsg_t *msg, msgpack_zone *zone, smp_bytes_t *topic, msgpack_object *body,
+                    const char **reason);
 
 /* 4-byte unsigned big-endian integers, as every integer frame carries. */
 void smp_put_u32(uint8_t out[4], uint32_t value);

@@ -400,9 +400,9 @@ static void s_run(s_run_t *run, double warmup_s, double seconds, s_acc_t *acc)
         clients[i].index = i;
         pthread_create(&clients[i].thread, NULL, s_client_main, &clients[i]);
     }
-    pid_t middle = run->mode == S_BROKER ? run->broker_pid
-                   : run->mode == S_RELAY  ? run->relay_pid
-                                           : 0;
+    pid_t middle = run->mode == S_BROKER  ? run->broker_pid
+                   : run->mode == S_RELAY ? run->relay_pid
+                                          : 0;
     if (middle > 0) {
         s_sleep_until(run->t0);
         int64_t cpu0 = s_cpu_ns(middle);
@@ -529,8 +529,7 @@ static int s_relay_serve(const char *front_ep, const char *back_ep)
     zmq_setsockopt(back, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(back, ZMQ_RCVHWM, &hwm, sizeof hwm);
     if (zmq_bind(front, front_ep) != 0 || zmq_bind(back, back_ep) != 0) {
-        fprintf(stderr, "relay: cannot bind %s / %s: %s\n", front_ep, back_ep,
-                zmq_strerror(errno));
+        fprintf(stderr, "relay: cannot bind %s / %s: %s\n", front_ep, back_ep, zmq_strerror(errno));
         return 1;
     }
     if (write(3, "r", 1) != 1)

@@ -134,8 +134,8 @@ static void test_worker_commands(msgpack_zone *zone)
     CHECK(smp_parse(msg, SMP_WORKER_TO_BROKER, zone, &out, &why) == 0);
     zmsg_destroy(&msg);
 
-    m = (smp_msg_t){.command = SMP_CANCEL, .request_id = smp_bytes_str("r1"),
-                    .route = smp_bytes_str("peer")};
+    m = (smp_msg_t){
+        .command = SMP_CANCEL, .request_id = smp_bytes_str("r1"), .route = smp_bytes_str("peer")};
     msg = smp_build(&m, SMP_CLIENT_TO_BROKER);
     CHECK(zmsg_size(msg) == 4);
     CHECK(smp_parse(msg, SMP_CLIENT_TO_BROKER, zone, &out, &why) == 0);
@@ -177,24 +177,46 @@ static void test_malformed(msgpack_zone *zone)
         {6, {"", "SMP1", "\x01", "db", "r", "\0\0\0"}, {0, 4, 1, 2, 1, 3}, "deadline"},
         {6, {"", "SMP1", "\x01", "db", "r", "\0\0\0\1"}, {0, 4, 1, 2, 1, 4}, "body"},
         {7, {"", "SMP1", "\x01", "", "r", "\0\0\0\1", body_ok}, {0, 4, 1, 0, 1, 4, 9}, "service"},
-        {7, {"", "SMP1", "\x01", "db", "", "\0\0\0\1", body_ok}, {0, 4, 1, 2, 0, 4, 9}, "request id"},
+        {7,
+         {"", "SMP1", "\x01", "db", "", "\0\0\0\1", body_ok},
+         {0, 4, 1, 2, 0, 4, 9},
+         "request id"},
         {7,
          {"", "SMP1", "\x01", "db", "0123456789012345678901234567890123", "\0\0\0\1", body_ok},
          {0, 4, 1, 2, 33, 4, 9},
          "request id"},
-        {7, {"", "SMP1", "\x01", "db", "r", "\0\0\0\1", "\xc1"}, {0, 4, 1, 2, 1, 4, 1}, "MessagePack"},
-        {7, {"", "SMP1", "\x01", "db", "r", "\0\0\0\1", "\x81\xa2op"}, {0, 4, 1, 2, 1, 4, 4}, "truncated"},
-        {7, {"", "SMP1", "\x01", "db", "r", "\0\0\0\1", "\x81\xa2op\xa4pingX"},
-         {0, 4, 1, 2, 1, 4, 10}, "after"},
+        {7,
+         {"", "SMP1", "\x01", "db", "r", "\0\0\0\1", "\xc1"},
+         {0, 4, 1, 2, 1, 4, 1},
+         "MessagePack"},
+        {7,
+         {"", "SMP1", "\x01", "db", "r", "\0\0\0\1", "\x81\xa2op"},
+         {0, 4, 1, 2, 1, 4, 4},
+         "truncated"},
+        {7,
+         {"", "SMP1", "\x01", "db", "r", "\0\0\0\1", "\x81\xa2op\xa4pingX"},
+         {0, 4, 1, 2, 1, 4, 10},
+         "after"},
         {7, {"", "SMP1", "\x01", "db", "r", "\0\0\0\1", "\x91\x01"}, {0, 4, 1, 2, 1, 4, 2}, "map"},
-        {7, {"", "SMP1", "\x01", "db", "r", "\0\0\0\1", "\x81\xa2op\x05"}, {0, 4, 1, 2, 1, 4, 5}, "op"},
+        {7,
+         {"", "SMP1", "\x01", "db", "r", "\0\0\0\1", "\x81\xa2op\x05"},
+         {0, 4, 1, 2, 1, 4, 5},
+         "op"},
         /* an array32 header claiming 4 billion elements must not be allocated */
-        {7, {"", "SMP1", "\x01", "db", "r", "\0\0\0\1", "\xdd\xff\xff\xff\xff"},
-         {0, 4, 1, 2, 1, 4, 5}, "exceeds"},
-        {7, {"", "SMP1", "\x01", "db", "r", "\0\0\0\1", "\xdb\x7f\xff\xff\xff" "ab"},
-         {0, 4, 1, 2, 1, 4, 7}, "exceeds"},
-        {8, {"", "SMP1", "\x01", "db", "r", "\0\0\0\1", body_ok, "extra"},
-         {0, 4, 1, 2, 1, 4, 9, 5}, "extra"},
+        {7,
+         {"", "SMP1", "\x01", "db", "r", "\0\0\0\1", "\xdd\xff\xff\xff\xff"},
+         {0, 4, 1, 2, 1, 4, 5},
+         "exceeds"},
+        {7,
+         {"", "SMP1", "\x01", "db", "r", "\0\0\0\1",
+          "\xdb\x7f\xff\xff\xff"
+          "ab"},
+         {0, 4, 1, 2, 1, 4, 7},
+         "exceeds"},
+        {8,
+         {"", "SMP1", "\x01", "db", "r", "\0\0\0\1", body_ok, "extra"},
+         {0, 4, 1, 2, 1, 4, 9, 5},
+         "extra"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         zmsg_t *msg = s_frames(cases[i].n, cases[i].data, cases[i].sizes);
@@ -219,11 +241,10 @@ static void test_malformed(msgpack_zone *zone)
     /* far more frames than any message has: still "extra", whether parsed from a
        zmsg or from the frame views the broker passes */
     const char body_ping[] = "\x81\xa2op\xa4ping";
-    smp_bytes_t views[40] = {
-        {(const uint8_t *)"", 0},   {(const uint8_t *)"SMP1", 4},
-        {(const uint8_t *)"\x01", 1}, {(const uint8_t *)"db", 2},
-        {(const uint8_t *)"r", 1},  {(const uint8_t *)"\0\0\0\1", 4},
-        {(const uint8_t *)body_ping, 9}};
+    smp_bytes_t views[40] = {{(const uint8_t *)"", 0},       {(const uint8_t *)"SMP1", 4},
+                             {(const uint8_t *)"\x01", 1},   {(const uint8_t *)"db", 2},
+                             {(const uint8_t *)"r", 1},      {(const uint8_t *)"\0\0\0\1", 4},
+                             {(const uint8_t *)body_ping, 9}};
     for (size_t i = 7; i < 40; i++)
         views[i] = (smp_bytes_t){(const uint8_t *)"x", 1};
     CHECK(smp_parse_frames(views, 7, SMP_CLIENT_TO_BROKER, zone, &out, &why) == 0);
