@@ -1,9 +1,10 @@
 /*  upstream.c - SMP client on the libuv loop. See upstream.h.
 
-    Request ids are a counter rendered in hex: unique for this DEALER, which is
+    Request ids are a counter rendered in hex: unique for this gateway, which is
     all protocol.md asks. The pending table is a zhashx keyed by that text.
 */
 #include "upstream.h"
+#include "brokerlink.h"
 #include "clock.h"
 #include "mp.h"
 #include "slog.h"
@@ -22,13 +23,24 @@ struct upstream_call_t {
     upstream_fn *fn;
     void *arg;
     int64_t expires_ms; /* deadline + grace, monotonic */
+    size_t broker;      /* the link it was sent on */
 };
 
+/*  One link per broker: when a broker's connection drops, the calls sent on it
+    are answered 503 at once (they will never get a reply) instead of at their
+    deadline plus the grace period. */
+typedef struct {
+    brokerlink_t link;
+    uv_poll_t poll;         /* the DEALER's ZMQ_FD */
+    uv_poll_t monitor_poll; /* the monitor's ZMQ_FD */
+} s_broker_t;
+
 struct upstream_t {
-    zsock_t *dealer;
-    uv_poll_t poll;
-    bool poll_started;
-    zhashx_t *pending; /* id -> upstream_call_t (owned) */
+    s_broker_t *brokers;
+    size_t broker_count;
+    size_t next_broker;  /* round robin */
+    size_t open_handles; /* uv handles still to close before self is freed */
+    zhashx_t *pending;   /* id -> upstream_call_t (owned) */
     uint64_t next_id;
     msgpack_zone zone;
     bool draining; /* re-entry guard: a callback may send and call drain */
@@ -41,64 +53,67 @@ static void s_on_poll(uv_poll_t *handle, int status, int events)
     upstream_drain(handle->data);
 }
 
+static size_t s_count_endpoints(const char *endpoints)
+{
+    size_t n = 1;
+    for (const char *p = endpoints; *p; p++)
+        n += *p == ',';
+    return n;
+}
+
+static void s_handle_closed(uv_handle_t *handle)
+{
+    upstream_t *self = handle->data;
+    if (--self->open_handles)
+        return;
+    for (size_t i = 0; i < self->broker_count; i++)
+        brokerlink_close(&self->brokers[i].link);
+    free(self->brokers);
+    free(self);
+}
+
 upstream_t *upstream_new(uv_loop_t *loop, const char *endpoints, const curve_t *curve)
 {
     upstream_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
-    self->dealer = zsock_new(ZMQ_DEALER);
-    if (!self->dealer || curve_apply_client(curve, zsock_resolve(self->dealer)) != 0) {
-        slog_error("upstream: cannot make the DEALER to the brokers (CurveZMQ keys?)");
-        zsock_destroy(&self->dealer);
-        free(self);
-        return NULL;
-    }
-    zsock_set_linger(self->dealer, 0);
-    zsock_set_immediate(self->dealer, 1); /* no broker connected: fail the send, not queue */
-    zsock_set_sndhwm(self->dealer, 100000);
-    zsock_set_rcvhwm(self->dealer, 100000);
-    zsock_set_sndtimeo(self->dealer, 0);
-    zsock_set_rcvtimeo(self->dealer, 0);
-    /* a broker whose link is cut (no FIN ever comes) must stop getting requests:
-       ZeroMQ PINGs each broker and drops the connection after 3 s of silence */
-    zsock_set_heartbeat_ivl(self->dealer, 1000);
-    zsock_set_heartbeat_timeout(self->dealer, 3000);
+    size_t cap = s_count_endpoints(endpoints);
+    self->brokers = calloc(cap, sizeof *self->brokers);
     char *list = strdup(endpoints);
-    int connected = 0;
-    for (char *save = NULL, *ep = strtok_r(list, ",", &save); ep; ep = strtok_r(NULL, ",", &save)) {
+    bool ok = self->brokers && list;
+    for (char *save = NULL, *ep = ok ? strtok_r(list, ",", &save) : NULL; ok && ep;
+         ep = strtok_r(NULL, ",", &save)) {
         while (*ep == ' ')
             ep++;
-        if (zsock_connect(self->dealer, "%s", ep) != 0) {
-            slog_error("upstream: cannot connect to broker '%s'", ep);
-            connected = -1;
-            break;
-        }
-        connected++;
+        s_broker_t *b = &self->brokers[self->broker_count++];
+        ok = brokerlink_open(&b->link, ep, curve, "upstream") == 0;
     }
     free(list);
-    if (connected <= 0) {
-        zsock_destroy(&self->dealer);
+    if (!ok || self->broker_count == 0) {
+        if (ok)
+            slog_error("upstream: no broker endpoint given");
+        for (size_t i = 0; self->brokers && i < self->broker_count; i++)
+            brokerlink_close(&self->brokers[i].link);
+        free(self->brokers);
         free(self);
         return NULL;
     }
     self->pending = zhashx_new();
     zhashx_set_destructor(self->pending, NULL);
     msgpack_zone_init(&self->zone, 4096);
-    uv_poll_init(loop, &self->poll, zsock_fd(self->dealer));
-    self->poll.data = self;
-    uv_poll_start(&self->poll, UV_READABLE, s_on_poll);
-    self->poll_started = true;
+    for (size_t i = 0; i < self->broker_count; i++) {
+        s_broker_t *b = &self->brokers[i];
+        uv_poll_init(loop, &b->poll, zsock_fd(b->link.sock));
+        uv_poll_init(loop, &b->monitor_poll, zsock_fd(b->link.monitor));
+        b->poll.data = b->monitor_poll.data = self;
+        uv_poll_start(&b->poll, UV_READABLE, s_on_poll);
+        uv_poll_start(&b->monitor_poll, UV_READABLE, s_on_poll);
+        self->open_handles += 2;
+    }
     return self;
 }
 
-static void s_poll_closed(uv_handle_t *handle)
-{
-    upstream_t *self = handle->data;
-    zsock_destroy(&self->dealer);
-    free(self);
-}
-
-/* The loop must still run once for the poll handle to close; main does that. */
+/* The loop must still run once for the poll handles to close; main does that. */
 void upstream_destroy(upstream_t **self_p)
 {
     if (!self_p || !*self_p)
@@ -109,8 +124,13 @@ void upstream_destroy(upstream_t **self_p)
         free(call);
     zhashx_destroy(&self->pending);
     msgpack_zone_destroy(&self->zone);
-    uv_poll_stop(&self->poll);
-    uv_close((uv_handle_t *)&self->poll, s_poll_closed);
+    for (size_t i = 0; i < self->broker_count; i++) {
+        s_broker_t *b = &self->brokers[i];
+        uv_poll_stop(&b->poll);
+        uv_poll_stop(&b->monitor_poll);
+        uv_close((uv_handle_t *)&b->poll, s_handle_closed);
+        uv_close((uv_handle_t *)&b->monitor_poll, s_handle_closed);
+    }
     *self_p = NULL;
 }
 
@@ -129,9 +149,22 @@ upstream_call_t *upstream_call(upstream_t *self, const char *service, const void
     m.deadline_ms = deadline_ms;
     m.body.data = body;
     m.body.size = size;
-    zmsg_t *msg = smp_build(&m, SMP_CLIENT_TO_BROKER);
-    if (!msg || zmsg_send(&msg, self->dealer) != 0) {
+    /* IMMEDIATE: a link with no live connection refuses at once, and the next
+       broker gets the call, with the message built again (a refused send may have
+       consumed it) */
+    bool sent = false;
+    for (size_t tries = 0; !sent && tries < self->broker_count; tries++) {
+        size_t i = self->next_broker++ % self->broker_count;
+        zmsg_t *msg = smp_build(&m, SMP_CLIENT_TO_BROKER);
+        if (!msg)
+            break;
+        if (zmsg_send(&msg, self->brokers[i].link.sock) == 0) {
+            sent = true;
+            call->broker = i;
+        }
         zmsg_destroy(&msg);
+    }
+    if (!sent) {
         slog_debug("upstream: request to %s not sent: %s", service, zmq_strerror(zmq_errno()));
         free(call);
         return NULL;
@@ -150,7 +183,7 @@ void upstream_cancel(upstream_t *self, upstream_call_t **call_p, bool tell_broke
         m.command = SMP_CANCEL;
         m.request_id = smp_bytes_str(call->id);
         zmsg_t *msg = smp_build(&m, SMP_CLIENT_TO_BROKER);
-        if (msg && zmsg_send(&msg, self->dealer) != 0)
+        if (msg && zmsg_send(&msg, self->brokers[call->broker].link.sock) != 0)
             zmsg_destroy(&msg);
     }
     zhashx_delete(self->pending, call->id);
@@ -207,19 +240,51 @@ static void s_handle(upstream_t *self, zmsg_t *msg)
     free(call);
 }
 
+/*  Fails every call sent on the link to broker index, whose connection dropped:
+    ids first, looked up again, since a callback may cancel other calls. */
+static void s_broker_lost(upstream_t *self, size_t index)
+{
+    zlist_t *lost = zlist_new();
+    zlist_autofree(lost);
+    for (upstream_call_t *call = zhashx_first(self->pending); call;
+         call = zhashx_next(self->pending))
+        if (call->broker == index)
+            zlist_append(lost, call->id);
+    if (zlist_size(lost))
+        slog_warn("upstream: lost the connection to the broker at %s with %zu request(s) in "
+                  "flight; answering them 503",
+                  self->brokers[index].link.endpoint, zlist_size(lost));
+    for (char *id = zlist_first(lost); id; id = zlist_next(lost)) {
+        upstream_call_t *call = zhashx_lookup(self->pending, id);
+        if (!call)
+            continue;
+        zhashx_delete(self->pending, id);
+        s_fail(self, call, 503, "unavailable",
+               "the connection to the broker was lost with the request in flight; it may or "
+               "may not have been applied");
+    }
+    zlist_destroy(&lost);
+}
+
 void upstream_drain(upstream_t *self)
 {
     if (self->draining)
         return;
     self->draining = true;
-    int n = 0;
-    while (n < S_DRAIN_MAX && (zsock_events(self->dealer) & ZMQ_POLLIN)) {
-        zmsg_t *msg = zmsg_recv(self->dealer);
-        if (!msg)
-            break;
-        s_handle(self, msg);
-        zmsg_destroy(&msg);
-        n++;
+    for (size_t i = 0; i < self->broker_count; i++) {
+        zsock_t *sock = self->brokers[i].link.sock;
+        int n = 0;
+        while (n < S_DRAIN_MAX && (zsock_events(sock) & ZMQ_POLLIN)) {
+            zmsg_t *msg = zmsg_recv(sock);
+            if (!msg)
+                break;
+            s_handle(self, msg);
+            zmsg_destroy(&msg);
+            n++;
+        }
+        /* after the replies: one that arrived before the drop is still delivered */
+        if (brokerlink_drops(&self->brokers[i].link))
+            s_broker_lost(self, i);
     }
     self->draining = false;
 }

@@ -1,10 +1,13 @@
-/*  upstream.h - the gateway's SMP client: one DEALER connected to every broker,
+/*  upstream.h - the gateway's SMP client: one DEALER per broker (common/
+    brokerlink.h; calls go round robin over the brokers with a live connection),
     polled on the gateway's libuv loop, and the table of requests awaiting a reply.
 
     Every call gets exactly one final callback: the broker's REPLY, or a reply made
-    here when the request could not be sent (503 unavailable) or no reply came by
-    its deadline plus a grace period (504 timeout: a broker that died holding it).
-    PARTIALs (stream chunks) are delivered to the same callback before the final.
+    here when the request could not be sent (503 unavailable), when the connection
+    to the broker it was sent to dropped (503 unavailable, at once: that broker
+    will never answer it), or when no reply came by its deadline plus a grace
+    period (504 timeout). PARTIALs (stream chunks) are delivered to the same
+    callback before the final.
 */
 #ifndef SLUICE_GATEWAY_UPSTREAM_H
 #define SLUICE_GATEWAY_UPSTREAM_H

@@ -1,6 +1,7 @@
 /*  client.c - SMP/1 client with a pending-call table and an in-flight cap. See
     client.h. */
 #include "client.h"
+#include "brokerlink.h"
 #include "idtable.h"
 #include "clock.h"
 #include "mp.h"
@@ -19,14 +20,6 @@
 /* A waiting call with less budget than this left is timed out here instead of sent:
    it would only reach a db worker as it expires, and be aborted there mid-query. */
 #define S_MIN_SEND_MS 250
-/* ZeroMQ-level PINGs to each broker, and how long one may stay silent before its
-   connection is taken for cut (the same numbers as common/client.c) */
-#define S_HEARTBEAT_IVL_MS 1000
-#define S_HEARTBEAT_TTL_MS 3000
-
-/* Monitor events of interest: a connection to a broker that went away takes the
-   requests sent on it along (a broker killed or restarted never answers them) */
-#define S_MONITOR_EVENTS (ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED)
 
 typedef enum { S_WAITING, S_SENT } s_state_t;
 
@@ -47,16 +40,14 @@ typedef struct {
     client_t *owner;
 } s_call_t;
 
-/*  One DEALER per broker, so that the calls a broker took with it when it went
-    away are known: its connection's DISCONNECTED event (a monitor on the socket)
-    answers them at once instead of at their deadlines, which for a begin or a
-    finish is up to 30 s (actor.c retries those with their idempotency keys). */
+/*  One link per broker, so that the calls a broker took with it when it went
+    away are known: its connection's DISCONNECTED event answers them at once
+    instead of at their deadlines, which for a begin or a finish is up to 30 s
+    (actor.c retries those with their idempotency keys). */
 typedef struct {
     client_t *owner;
     size_t index;
-    zsock_t *sock;    /* DEALER to this broker's frontend */
-    zsock_t *monitor; /* PAIR receiving the DEALER's connection events */
-    char *endpoint;
+    brokerlink_t link;
 } s_broker_t;
 
 struct client_t {
@@ -65,8 +56,8 @@ struct client_t {
     s_broker_t *brokers;
     size_t broker_count;
     size_t next_broker; /* round robin */
-    zhashx_t *calls;  /* id -> s_call_t, waiting or sent */
-    zlistx_t *urgent; /* waiting calls, FIFO */
+    zhashx_t *calls;    /* id -> s_call_t, waiting or sent */
+    zlistx_t *urgent;   /* waiting calls, FIFO */
     zlistx_t *background;
     size_t max_in_flight;
     size_t in_flight;
@@ -145,7 +136,7 @@ static void s_send(client_t *self, s_call_t *call)
         zmsg_t *msg = smp_build(&m, SMP_CLIENT_TO_BROKER);
         if (!msg)
             break;
-        if (zmsg_send(&msg, broker->sock) == 0) {
+        if (zmsg_send(&msg, broker->link.sock) == 0) {
             sent = true;
             call->broker = broker->index;
         }
@@ -243,7 +234,7 @@ static void s_broker_lost(client_t *self, s_broker_t *broker)
     if (count)
         slog_warn("client: lost the connection to the broker at %s with %zu request(s) in "
                   "flight; answering them 503",
-                  broker->endpoint, count);
+                  broker->link.endpoint, count);
     /* by id, looked up again: a callback may forget or finish other calls */
     for (size_t i = 0; i < count; i++) {
         s_call_t *call = zhashx_lookup(self->calls, idtable_key(ids[i]));
@@ -259,20 +250,10 @@ static void s_broker_lost(client_t *self, s_broker_t *broker)
 static int s_on_monitor(zloop_t *loop, zsock_t *sock, void *arg)
 {
     (void)loop;
+    (void)sock;
     s_broker_t *broker = arg;
-    zmsg_t *msg;
-    while ((zsock_events(sock) & ZMQ_POLLIN) && (msg = zmsg_recv_nowait(sock))) {
-        /* libzmq's event message: 2 bytes event, 4 bytes value; then the address */
-        zframe_t *head = zmsg_first(msg);
-        uint16_t event = 0;
-        if (head && zframe_size(head) == 6)
-            memcpy(&event, zframe_data(head), sizeof event);
-        zmsg_destroy(&msg);
-        if (event == ZMQ_EVENT_DISCONNECTED)
-            s_broker_lost(broker->owner, broker);
-        else if (event == ZMQ_EVENT_CONNECTED)
-            slog_debug("client: connected to the broker at %s", broker->endpoint);
-    }
+    if (brokerlink_drops(&broker->link))
+        s_broker_lost(broker->owner, broker);
     return 0;
 }
 
@@ -280,60 +261,21 @@ static int s_broker_open(client_t *self, s_broker_t *broker, const char *endpoin
                          const curve_t *curve)
 {
     broker->owner = self;
-    broker->endpoint = strdup(endpoint);
-    broker->sock = zsock_new(ZMQ_DEALER);
-    if (!broker->endpoint || !broker->sock)
+    if (brokerlink_open(&broker->link, endpoint, curve, "client") != 0)
         return -1;
-    zsock_t *sock = broker->sock;
-    if (curve_apply_client(curve, zsock_resolve(sock)) != 0) {
-        slog_error("client: cannot set the CurveZMQ keys for %s", endpoint);
-        return -1;
-    }
-    zsock_set_linger(sock, 0);
-    zsock_set_sndhwm(sock, 100000);
-    zsock_set_rcvhwm(sock, 100000);
-    zsock_set_sndtimeo(sock, 0); /* never block the loop */
-    /* IMMEDIATE: a request only goes out on a live connection (else the DEALER
-       queues it for a broker that may never come back); heartbeats: a cut link (no
-       FIN ever comes) is taken for dead after S_HEARTBEAT_TTL_MS, which also
-       raises DISCONNECTED for the monitor. */
-    zsock_set_immediate(sock, 1);
-    zsock_set_heartbeat_ivl(sock, S_HEARTBEAT_IVL_MS);
-    zsock_set_heartbeat_timeout(sock, S_HEARTBEAT_TTL_MS);
-    char inproc[96];
-    snprintf(inproc, sizeof inproc, "inproc://stream-client-monitor-%p", (void *)broker);
-    if (zmq_socket_monitor(zsock_resolve(sock), inproc, S_MONITOR_EVENTS) != 0) {
-        slog_error("client: cannot monitor the socket for %s: %s", endpoint, zmq_strerror(errno));
-        return -1;
-    }
-    broker->monitor = zsock_new_pair(inproc); /* '>' is implied: connects */
-    if (!broker->monitor) {
-        slog_error("client: cannot open the monitor of the socket for %s", endpoint);
-        return -1;
-    }
-    if (zsock_connect(sock, "%s", endpoint) != 0) {
-        slog_error("client: cannot connect to %s", endpoint);
-        return -1;
-    }
-    if (zloop_reader(self->loop, sock, s_on_readable, broker) != 0 ||
-        zloop_reader(self->loop, broker->monitor, s_on_monitor, broker) != 0)
+    if (zloop_reader(self->loop, broker->link.sock, s_on_readable, broker) != 0 ||
+        zloop_reader(self->loop, broker->link.monitor, s_on_monitor, broker) != 0)
         return -1;
     return 0;
 }
 
 static void s_broker_close(client_t *self, s_broker_t *broker)
 {
-    if (broker->monitor) {
-        zloop_reader_end(self->loop, broker->monitor);
-        zsock_destroy(&broker->monitor);
-    }
-    if (broker->sock) {
-        zloop_reader_end(self->loop, broker->sock);
-        zmq_socket_monitor(zsock_resolve(broker->sock), NULL, 0);
-        zsock_destroy(&broker->sock);
-    }
-    free(broker->endpoint);
-    broker->endpoint = NULL;
+    if (broker->link.monitor)
+        zloop_reader_end(self->loop, broker->link.monitor);
+    if (broker->link.sock)
+        zloop_reader_end(self->loop, broker->link.sock);
+    brokerlink_close(&broker->link);
 }
 
 client_t *client_new(zloop_t *loop, timers_t *timers, const char *endpoints, const curve_t *curve,
