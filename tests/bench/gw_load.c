@@ -13,7 +13,17 @@
         available), waits for every hello, then holds them S seconds. With --pid it
         prints the gateway's RSS before and after (KiB per socket). With --fanout it
         then creates K items with the trigger token and measures, for every socket,
-        the time from the POST being sent to the clipboard.item arriving.
+        the time from the POST being sent to the clipboard.item arriving; and, per
+        item, the times to the POST's answer, the first and the last delivery.
+
+    gw_load floor --conns N [--rounds K] [--bytes B]
+        The floor under any fan-out on this machine: one process writes B bytes to
+        each of N loopback TCP sockets (one send each, as the gateway does), another
+        reads them with epoll, K times. Prints the same figures as --fanout, without
+        HTTP, WebSocket, ZeroMQ or a database: the kernel's cost alone.
+
+    The first fan-out round warms up (token cache, first write of the user) and is
+    reported on its own line, not in the percentiles.
 
     One thread, epoll, non-blocking sockets; the client is never the bottleneck for
     the figures it reports (it uses well under a core at these rates).
@@ -30,6 +40,7 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -275,6 +286,34 @@ static int s_post_item(int port, const char *token, int round)
     return fd; /* the caller reads the answer away */
 }
 
+/* Prints the fan-out figures of rounds 1..rounds-1 (round 0 warmed up and is shown
+   alone): percentiles over every delivery, then per round the first and last
+   delivery (and the POST's answer when there was one), as p50 / max. Sorts its
+   arguments in place. */
+static void s_fanout_report(const char *what, int conns, int rounds, int64_t *lat, size_t lat_n,
+                            int64_t *first, int64_t *last, int64_t *answer)
+{
+    qsort(lat, lat_n, sizeof *lat, s_cmp);
+    printf("%s fan-out to %d sockets, %d items: p50 %.2f ms, p99 %.2f ms, max %.2f ms "
+           "(%zu deliveries)\n",
+           what, conns, rounds - 1, lat[lat_n / 2] / 1000.0, lat[lat_n * 99 / 100] / 1000.0,
+           lat[lat_n - 1] / 1000.0, lat_n);
+    printf("%s fan-out warm-up item (not above): first delivery %.2f ms, last %.2f ms\n", what,
+           first[0] / 1000.0, last[0] / 1000.0);
+    int n = rounds - 1;
+    qsort(first + 1, (size_t)n, sizeof *first, s_cmp);
+    qsort(last + 1, (size_t)n, sizeof *last, s_cmp);
+    printf("%s fan-out per item (p50 / max of %d): first delivery %.2f / %.2f ms, last "
+           "delivery %.2f / %.2f ms",
+           what, n, first[1 + n / 2] / 1000.0, first[n] / 1000.0, last[1 + n / 2] / 1000.0,
+           last[n] / 1000.0);
+    if (answer) {
+        qsort(answer + 1, (size_t)n, sizeof *answer, s_cmp);
+        printf(", POST answered %.2f / %.2f ms", answer[1 + n / 2] / 1000.0, answer[n] / 1000.0);
+    }
+    printf("\n");
+}
+
 static int s_ws(int argc, char **argv)
 {
     int port = atoi(s_opt(argc, argv, "--port", "8080"));
@@ -311,6 +350,11 @@ static int s_ws(int argc, char **argv)
     size_t lat_n = 0;
     int64_t *lat = fanout ? malloc((size_t)fanout * (size_t)conns * sizeof *lat) : NULL;
     int got_this_round = 0;
+    /* per round, from the POST being sent: its answer, first and last delivery */
+    int64_t *r_answer = calloc((size_t)fanout + 1, sizeof *r_answer);
+    int64_t *r_first = calloc((size_t)fanout + 1, sizeof *r_first);
+    int64_t *r_last = calloc((size_t)fanout + 1, sizeof *r_last);
+    s_conn_t post_marker = {.fd = -1};
     int64_t hold_until = 0, deadline = s_now_us() + 900 * 1000000LL;
     int post_fd = -1;
     while (s_now_us() < deadline) {
@@ -337,6 +381,12 @@ static int s_ws(int argc, char **argv)
         int k = epoll_wait(ep, evs, 512, 50);
         for (int i = 0; i < k; i++) {
             s_conn_t *c = evs[i].data.ptr;
+            if (c == &post_marker) {
+                if (!r_answer[round])
+                    r_answer[round] = s_now_us() - round_sent;
+                epoll_ctl(ep, EPOLL_CTL_DEL, post_fd, NULL);
+                continue;
+            }
             if ((evs[i].events & EPOLLOUT) && c->out_off < c->out_len) {
                 ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
                 if (w > 0)
@@ -395,8 +445,12 @@ static int s_ws(int argc, char **argv)
                 } else if (round >= 0 && c->got_round < round &&
                            strstr(payload, "clipboard.item") && len < S_BUF) {
                     c->got_round = round;
-                    lat[lat_n++] = s_now_us() - round_sent;
-                    got_this_round++;
+                    int64_t t = s_now_us() - round_sent;
+                    if (round > 0) /* round 0 is the warm-up */
+                        lat[lat_n++] = t;
+                    if (got_this_round++ == 0)
+                        r_first[round] = t;
+                    r_last[round] = t;
                 }
                 memmove(c->in, c->in + used, c->in_len - used);
                 c->in_len -= used;
@@ -422,7 +476,7 @@ static int s_ws(int argc, char **argv)
         if (!fanout || !trigger)
             break;
         if (round == -1 || got_this_round >= open) {
-            if (round + 1 >= fanout)
+            if (round >= fanout) /* the warm-up round + K measured */
                 break;
             if (post_fd >= 0) { /* the previous round's answer, read away */
                 char sink[4096];
@@ -435,22 +489,128 @@ static int s_ws(int argc, char **argv)
             usleep(20000);
             round_sent = s_now_us();
             post_fd = s_post_item(port, trigger, round);
+            if (post_fd >= 0) {
+                struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &post_marker};
+                epoll_ctl(ep, EPOLL_CTL_ADD, post_fd, &ev);
+            }
         } else if (s_now_us() - round_sent > 10000000) {
             fprintf(stderr, "ws: round %d: only %d of %d sockets got the item\n", round,
                     got_this_round, open);
             break;
         }
     }
-    if (lat_n) {
-        qsort(lat, lat_n, sizeof *lat, s_cmp);
-        printf("ws fan-out to %d sockets, %d items: p50 %.2f ms, p99 %.2f ms, max %.2f ms "
-               "(%zu deliveries)\n",
-               open, fanout, lat[lat_n / 2] / 1000.0, lat[lat_n * 99 / 100] / 1000.0,
-               lat[lat_n - 1] / 1000.0, lat_n);
-    }
+    if (lat_n)
+        s_fanout_report("ws", open, round + 1, lat, lat_n, r_first, r_last, r_answer);
     if (closed)
         printf("ws: %d sockets were closed by the server\n", closed);
     return failed ? 1 : 0;
+}
+
+/* ---- the fan-out floor ------------------------------------------------------------ */
+
+static void s_floor_writer(int cmd, const int *fds, int conns, int bytes)
+{
+    char *frame = malloc((size_t)bytes);
+    memset(frame, 'x', (size_t)bytes);
+    char go;
+    while (read(cmd, &go, 1) == 1)
+        for (int i = 0; i < conns; i++)
+            if (send(fds[i], frame, (size_t)bytes, MSG_NOSIGNAL) != bytes)
+                fprintf(stderr, "floor: short send\n");
+    free(frame);
+    _exit(0);
+}
+
+static int s_floor(int argc, char **argv)
+{
+    int conns = atoi(s_opt(argc, argv, "--conns", "1000"));
+    int rounds = atoi(s_opt(argc, argv, "--rounds", "50")) + 1; /* + the warm-up */
+    int bytes = atoi(s_opt(argc, argv, "--bytes", "180"));
+    if (conns < 1 || rounds < 2 || bytes < 1 || bytes > S_BUF) {
+        fprintf(stderr, "floor: bad --conns, --rounds or --bytes\n");
+        return 2;
+    }
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    if (bind(lfd, (struct sockaddr *)&a, sizeof a) != 0 || listen(lfd, 4096) != 0 ||
+        getsockname(lfd, (struct sockaddr *)&a, &al) != 0) {
+        perror("floor: listen");
+        return 2;
+    }
+    int *rd = calloc((size_t)conns, sizeof *rd), *wr = calloc((size_t)conns, sizeof *wr);
+    int one = 1;
+    for (int i = 0; i < conns; i++) {
+        rd[i] = socket(AF_INET, SOCK_STREAM, 0);
+        if (rd[i] < 0 || connect(rd[i], (struct sockaddr *)&a, sizeof a) != 0 ||
+            (wr[i] = accept(lfd, NULL, NULL)) < 0) {
+            perror("floor: connect (raise ulimit -n?)");
+            return 2;
+        }
+        setsockopt(wr[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    close(lfd);
+    int cmd[2];
+    if (pipe(cmd) != 0)
+        return 2;
+    pid_t child = fork();
+    if (child == 0) {
+        close(cmd[1]);
+        for (int i = 0; i < conns; i++)
+            close(rd[i]);
+        s_floor_writer(cmd[0], wr, conns, bytes);
+    }
+    close(cmd[0]);
+    for (int i = 0; i < conns; i++)
+        close(wr[i]);
+    int ep = epoll_create1(0);
+    int *got = calloc((size_t)conns, sizeof *got);
+    for (int i = 0; i < conns; i++) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+        epoll_ctl(ep, EPOLL_CTL_ADD, rd[i], &ev);
+    }
+    int64_t *lat = malloc((size_t)rounds * (size_t)conns * sizeof *lat);
+    int64_t *first = calloc((size_t)rounds, sizeof *first),
+            *last = calloc((size_t)rounds, sizeof *last);
+    size_t lat_n = 0;
+    char sink[S_BUF];
+    struct epoll_event evs[512];
+    for (int r = 0; r < rounds; r++) {
+        usleep(20000);
+        memset(got, 0, (size_t)conns * sizeof *got);
+        int done = 0;
+        int64_t t0 = s_now_us();
+        if (write(cmd[1], "g", 1) != 1)
+            return 2;
+        while (done < conns) {
+            int k = epoll_wait(ep, evs, 512, 1000);
+            if (k <= 0) {
+                fprintf(stderr, "floor: round %d: %d of %d sockets got the bytes\n", r, done,
+                        conns);
+                return 1;
+            }
+            for (int i = 0; i < k; i++) {
+                uint32_t c = evs[i].data.u32;
+                ssize_t n = recv(rd[c], sink, sizeof sink, 0);
+                if (n <= 0)
+                    return 1;
+                got[c] += (int)n;
+                if (got[c] >= bytes && got[c] - (int)n < bytes) {
+                    int64_t t = s_now_us() - t0;
+                    if (done++ == 0)
+                        first[r] = t;
+                    last[r] = t;
+                    if (r > 0)
+                        lat[lat_n++] = t;
+                }
+            }
+        }
+    }
+    close(cmd[1]);
+    waitpid(child, NULL, 0);
+    s_fanout_report("floor", conns, rounds, lat, lat_n, first, last, NULL);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -459,6 +619,8 @@ int main(int argc, char **argv)
         return s_http(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "ws"))
         return s_ws(argc, argv);
-    fprintf(stderr, "usage: gw_load http|ws [options] (see the comment in gw_load.c)\n");
+    if (argc > 1 && !strcmp(argv[1], "floor"))
+        return s_floor(argc, argv);
+    fprintf(stderr, "usage: gw_load http|ws|floor [options] (see the comment in gw_load.c)\n");
     return 2;
 }
