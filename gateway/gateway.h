@@ -78,6 +78,7 @@ typedef struct gw_t {
     throttle_t *throttle;          /* rate and connection limits per address and token */
     bool tls;                      /* the port speaks TLS (tls_cert is set) */
     size_t connections;            /* client connections owned by libwebsockets */
+    int in_lws_callback;           /* libwebsockets callbacks running now (they may nest) */
     http_req_t *streams;     /* open SSE streams (chat answers), linked through the requests */
     size_t streams_open;     /* how many: sluice_gateway_active_streams */
     bool stopping;           /* SIGTERM seen: refuse new work, drain */

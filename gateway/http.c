@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "mp.h"
 #include "render.h"
+#include "server.h"
 #include "slog.h"
 #include "static_files.h"
 #include "throttle.h"
@@ -173,8 +174,11 @@ static void s_free(http_req_t *req)
     free(req);
 }
 
-/* Sets the response and asks to write it. body: malloc'd (owned from here) unless
-   is_static. Counted in metrics here, once per request. */
+static bool s_write_now(http_req_t *req);
+
+/* Sets the response and writes it, or asks to. body: malloc'd (owned from here)
+   unless is_static. Counted in metrics here, once per request. req may be freed
+   on return. */
 static void s_respond(http_req_t *req, int status, const char *content_type, char *body, size_t len,
                       bool is_static)
 {
@@ -195,7 +199,7 @@ static void s_respond(http_req_t *req, int status, const char *content_type, cha
     if (slog_enabled(SLOG_DEBUG))
         slog_write(SLOG_DEBUG, (const uint8_t *)req->request_id, strlen(req->request_id),
                    "%s -> %d", routes_label(req->metric_route), status);
-    if (req->wsi)
+    if (req->wsi && !s_write_now(req))
         lws_callback_on_writable(req->wsi);
 }
 
@@ -275,9 +279,8 @@ static void s_answer(http_req_t *req, int status, const msgpack_object *body, in
         return;
     }
     const msgpack_object *data = mp_get(body, "data");
-    json_t *json = data ? render_json(data, NULL) : json_object();
-    size_t len = 0;
-    char *text = render_dump(json, &len);
+    size_t len = 2;
+    char *text = data ? render_text(data, &len) : strdup("{}");
     if (!text) {
         slog_write(SLOG_ERROR, (const uint8_t *)req->request_id, strlen(req->request_id),
                    "reply of %s could not be rendered as JSON", req->route->op);
@@ -935,6 +938,49 @@ fail:
     *req_p = NULL;
     s_free(req);
     return -1;
+}
+
+/* An answer that comes from the loop (a broker's reply, a token verified), not
+   from inside a libwebsockets callback, is written at once when the connection has
+   nothing buffered: this saves the writeable round trip, a poll change each way and
+   a loop pass per request. What does not fit one write goes on in
+   http_on_writeable, and so does every hang-up: only a callback's return value
+   closes a connection at once. Returns false to leave the answer to that callback;
+   true when it was written (req freed unless the callback still has work). */
+static bool s_write_now(http_req_t *req)
+{
+    struct lws *wsi = req->wsi;
+    if (req->gw->in_lws_callback || req->sse_open || req->headers_sent || req->close ||
+        lws_partial_buffered(wsi))
+        return false;
+    if (s_write_first(req) != 0) {
+        req->close = true;
+        req->headers_sent = true; /* nothing more is written: the callback hangs up */
+        req->resp_off = req->resp_len;
+        lws_callback_on_writable(wsi);
+        return true;
+    }
+    if (req->resp_off < req->resp_len) {
+        lws_callback_on_writable(wsi);
+        return true;
+    }
+    /* Out of the session first: completing the transaction gives the connection a
+       new one (libwebsockets frees the old user space). */
+    session_t *ss = lws_wsi_user(wsi);
+    ss->req = NULL;
+    if (lws_http_transaction_completed(wsi)) {
+        /* not keep-alive after all (HTTP/1.0, a client that half-closed): the
+           callback hangs up */
+        ss = lws_wsi_user(wsi);
+        if (ss) {
+            ss->req = req;
+            req->close = true;
+            lws_callback_on_writable(wsi);
+            return true;
+        }
+    }
+    s_free(req);
+    return true;
 }
 
 int http_on_writeable(http_req_t **req_p)

@@ -16,6 +16,12 @@
    NULL when obj holds a string that is not valid UTF-8. */
 json_t *render_json(const msgpack_object *obj, const char *key);
 
+/* The compact JSON text of obj, malloc'd, with *len: the text render_dump(render_json
+   (obj, NULL)) gives, written straight from the MessagePack without building a tree
+   (the common reply path). NULL when obj holds a string that is not valid UTF-8, a
+   NaN or an infinity. */
+char *render_text(const msgpack_object *obj, size_t *len);
+
 /* Compact JSON text of value, malloc'd, with *len; NULL on failure. Steals value. */
 char *render_dump(json_t *value, size_t *len);
 

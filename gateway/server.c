@@ -9,14 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                      size_t len)
+static int s_on_event(gw_t *gw, struct lws *wsi, enum lws_callback_reasons reason, session_t *ss,
+                      void *in, size_t len)
 {
-    struct lws_context *cx = lws_get_context(wsi);
-    gw_t *gw = cx ? lws_context_user(cx) : NULL;
-    session_t *ss = user;
-    if (!gw)
-        return 0;
     switch (reason) {
     case LWS_CALLBACK_WSI_CREATE:
         gw->connections++;
@@ -58,6 +53,22 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     default:
         return 0;
     }
+}
+
+/* Counts the callbacks running: an HTTP answer may be written and its transaction
+   completed at once only outside them (http.c), never under libwebsockets' own
+   processing of that connection. */
+static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                      size_t len)
+{
+    struct lws_context *cx = lws_get_context(wsi);
+    gw_t *gw = cx ? lws_context_user(cx) : NULL;
+    if (!gw)
+        return 0;
+    gw->in_lws_callback++;
+    int rc = s_on_event(gw, wsi, reason, user, in, len);
+    gw->in_lws_callback--;
+    return rc;
 }
 
 /* libwebsockets' notices are noise at info level; its errors are ours to see */

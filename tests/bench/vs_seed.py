@@ -11,6 +11,9 @@ the same port and the same private MariaDB (database emptied between systems):
            while a prober POSTs a clipboard item every 100 ms
   multi    two server processes (uvicorn --workers 2; two Sluice gateways on the
            port): sockets of D devices, M items: does every device get every item?
+  curve    POST and GET at each client concurrency of --curve (ascending, a fresh
+           start of the system first): throughput and latency against concurrency,
+           drawn with gnuplot into --plots (PNG)
 Prints one table (and writes it to --out as JSON too). Every step has a timeout.
 """
 import argparse
@@ -246,6 +249,18 @@ def scenario_http(args, sysm, port, writer, res):
     res["overload"] = gw_http(args, port, "POST", "/v1/clipboard", writer, args.overload, s,
                               body='{"content":"overload"}')
     log(sysm.label, "overload", res["overload"])
+
+
+def scenario_curve(args, sysm, port, writer, res):
+    """Ascending concurrency on one start of the system: a system that stalls at some
+    concurrency shows it at that point and at every later one, as its users would."""
+    curve = res.setdefault("curve", {})
+    for c in args.curve:
+        for key, method, path, body in (("post", "POST", "/v1/clipboard", '{"content":"curve"}'),
+                                        ("get", "GET", "/v1/clipboard?after=0&limit=20", None)):
+            r = gw_http(args, port, method, path, writer, c, args.curve_seconds, body=body)
+            curve.setdefault(key, {})[c] = r
+            log(sysm.label, "curve", method, c, r)
 
 
 # ---- scenario: sockets held ---------------------------------------------------------------
@@ -535,7 +550,74 @@ def run_system(args, sysm, db, port):
         phase("chat", lambda: scenario_chat(args, sysm, port, a["chat"], a["writer"], res))
     if "multi" in args.scenarios:
         phase("multi", lambda: scenario_multi(args, sysm, port, res))
+    if "curve" in args.scenarios:
+        phase("curve", lambda: scenario_curve(args, sysm, port, a["writer"], res))
     return res
+
+
+# ---- the curve: its table and plots ------------------------------------------------------
+def curve_point(r):
+    """(req/s, p50, p99) of a curve point that had 2xx answers, else None."""
+    if not r or "error" in r or not r.get("ok"):
+        return None
+    return r["rps"], r["p50"], r["p99"]
+
+
+def curve_table(args, results, labels):
+    head = ["clients"] + ["%s %s" % (l, k.upper()) for l in labels for k in ("post", "get")]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in args.curve:
+        row = [str(c)]
+        for l in labels:
+            for k in ("post", "get"):
+                r = results[l].get("curve", {}).get(k, {}).get(c)
+                row.append(fmt_http(r) if r else "-")
+        out.append("| " + " | ".join(row) + " |")
+    return "\n".join(out)
+
+
+def curve_plots(args, results, labels):
+    """Two PNGs in args.plots: throughput, and p50/p99 latency, against concurrency,
+    one line per system and route (log scales: the systems differ by 10x and more).
+    A point with no 2xx answer is left out of the line."""
+    gp = shutil.which("gnuplot")
+    if not gp:
+        log("gnuplot is missing (deploy/install-deps bench installs it): no plots")
+        return []
+    os.makedirs(args.plots, exist_ok=True)
+    series = []
+    for l in labels:
+        for k in ("post", "get"):
+            pts = [(c, curve_point(results[l].get("curve", {}).get(k, {}).get(c))) for c in args.curve]
+            name = os.path.join(args.work, "curve-%s-%s.dat" % (l.replace(" ", "-"), k))
+            with open(name, "w") as f:
+                for c, p in pts:
+                    f.write("%d %s\n" % (c, "%.1f %.3f %.3f" % p if p else "NaN NaN NaN"))
+            series.append((name, "%s %s" % (l, k.upper())))
+    when = time.strftime("%Y-%m-%d %H:%M UTC")
+    common = ('set terminal pngcairo size 900,560 font "sans,10"\n'
+              'set logscale x 2\nset logscale y\nset grid\nset key outside right\n'
+              'set xlabel "concurrent clients (keep-alive, one request in flight each)"\n'
+              'set datafile missing "NaN"\n')
+    tput = os.path.join(args.plots, "vs-seed-throughput.png")
+    lat = os.path.join(args.plots, "vs-seed-latency.png")
+    script = common + 'set output "%s"\nset ylabel "requests/s"\n' % tput
+    script += 'set title "Throughput against concurrency (tests/bench/vs-seed, %s, %d s a point)"\n' % (
+        when, args.curve_seconds)
+    script += "plot " + ", ".join('"%s" using 1:2 with linespoints title "%s"' % (f, t)
+                                  for f, t in series) + "\n"
+    script += 'set output "%s"\nset ylabel "latency, ms (solid p99, dashed p50)"\n' % lat
+    script += 'set title "Latency against concurrency (tests/bench/vs-seed, %s)"\n' % when
+    parts = []
+    for i, (f, t) in enumerate(series):
+        parts.append('"%s" using 1:4 with linespoints lc %d dt 1 title "%s p99"' % (f, i + 1, t))
+        parts.append('"%s" using 1:3 with lines lc %d dt 2 notitle' % (f, i + 1))
+    script += "plot " + ", ".join(parts) + "\n"
+    r = subprocess.run([gp], input=script, text=True, capture_output=True, timeout=60)
+    if r.returncode != 0:
+        log("gnuplot failed: %s" % r.stderr.strip()[:300])
+        return []
+    return [tput, lat]
 
 
 # ---- the table ------------------------------------------------------------------------------
@@ -693,8 +775,13 @@ def main():
     ap.add_argument("--quick", action="store_true", help="a run of a few minutes: small sizes, short phases")
     ap.add_argument("--systems", default="buggy,fixed,sluice",
                     help="which systems, in order (buggy, fixed, sluice; default all)")
-    ap.add_argument("--scenarios", default="http,sockets,chat,multi",
-                    help="which scenarios (http, sockets, chat, multi; default all)")
+    ap.add_argument("--scenarios", default="http,sockets,chat,multi,curve",
+                    help="which scenarios (http, sockets, chat, multi, curve; default all)")
+    ap.add_argument("--curve", help="client concurrencies of the curve scenario "
+                    "(default 1,4,16,64,240; quick 1,4,16,64)")
+    ap.add_argument("--curve-seconds", type=float, help="seconds per curve point (default 5, quick 3)")
+    ap.add_argument("--plots", default=os.path.join(ROOT, "docs", "img"),
+                    help="where the curve's PNGs go (default docs/img)")
     ap.add_argument("--seconds", type=float, help="seconds per HTTP phase (default 10, quick 4)")
     ap.add_argument("--conns", type=int, default=16, help="HTTP client concurrency (default 16)")
     ap.add_argument("--overload", type=int, default=240,
@@ -720,6 +807,8 @@ def main():
     args.sockets = [int(x) for x in (args.sockets or ("10,30,100,1000" if q else "10,30,100,1000,10000")).split(",") if x]
     args.streams = [int(x) for x in (args.streams or ("10,50,100" if q else "10,50,100,1000")).split(",") if x]
     args.words = args.words or (100 if q else 200)
+    args.curve = [int(x) for x in (args.curve or ("1,4,16,64" if q else "1,4,16,64,240")).split(",") if x]
+    args.curve_seconds = args.curve_seconds or (3 if q else 5)
     args.scenarios = args.scenarios.split(",")
     args.build = os.path.abspath(args.build)
     import resource
@@ -758,6 +847,13 @@ def main():
           "20+5/3 s (chat 5+10/30 s), fixed 20+10/30 s (chat 20+30/60 s)." % args.sluice_pool)
     print()
     print(table(args, results, labels))
+    if "curve" in args.scenarios:
+        print()
+        print("Throughput and latency against concurrency (%g s a point):" % args.curve_seconds)
+        print()
+        print(curve_table(args, results, labels))
+        for png in curve_plots(args, results, labels):
+            print("plot: %s" % os.path.relpath(png, ROOT))
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"args": {k: v for k, v in vars(args).items()}, "results": results}, f,

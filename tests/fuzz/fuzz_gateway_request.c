@@ -5,7 +5,9 @@
     MessagePack reply instead), then NUL-separated fields: path parameter, query
     ("a=1&b=2"), Idempotency-Key, and the body (the rest, NULs and all). Whatever
     comes in, the answer is either a packed body that parses as one MessagePack map
-    with "op" and "args", or a 4xx with a message: never a crash, never a 5xx. */
+    with "op" and "args", or a 4xx with a message: never a crash, never a 5xx. A
+    reply renders to the same text (or the same refusal) through render_text as
+    through render_json + render_dump. */
 #include "mp.h"
 #include "render.h"
 #include "routes.h"
@@ -27,9 +29,14 @@ static void s_render(const uint8_t *data, size_t size)
     msgpack_object obj;
     size_t off = 0;
     if (msgpack_unpack((const char *)data, size, &off, &zone, &obj) == MSGPACK_UNPACK_SUCCESS) {
-        size_t len = 0;
+        /* the direct writer and the tree say the same, byte for byte */
+        size_t len = 0, tlen = 0;
         char *text = render_dump(render_json(&obj, NULL), &len);
+        char *direct = render_text(&obj, &tlen);
+        if (!text != !direct || (text && (len != tlen || memcmp(text, direct, len) != 0)))
+            __builtin_trap();
         free(text);
+        free(direct);
     }
     msgpack_zone_destroy(&zone);
 }

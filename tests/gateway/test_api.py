@@ -1,7 +1,9 @@
 """Every HTTP endpoint of docs/api.md (except chat streaming) and its errors,
 through the whole stack."""
+import json
 import re
 import socket
+import time
 
 import requests
 
@@ -302,6 +304,57 @@ def test_keepalive_and_pipelining(stack):
     first, second = out.index("x-request-id: p1"), out.index("x-request-id: p2")
     assert first < second
     assert "HTTP/1.1 404" in out[out.index("HTTP/1.1 ", 5):]
+
+
+def _read_answer(f):
+    status = f.readline()
+    headers = {}
+    while True:
+        line = f.readline().rstrip(b"\r\n")
+        if not line:
+            break
+        k, v = line.decode().split(":", 1)
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, f.read(int(headers.get("content-length", "0")))
+
+
+def _pipelined_large_answers(stack, slow):
+    """Two 180 KB answers (3 x 60 KB items), pipelined on one connection, more than
+    one write each; with slow, the reader has a small buffer and reads late, so the
+    gateway meets a full socket and must finish later. Returns the socket and its
+    reader after checking that both answers arrived whole, in order."""
+    ann = stack.user()
+    contents = [("%d" % i) * 60_000 for i in range(3)]
+    for c in contents:
+        assert stack.post("/v1/clipboard", {"content": c}, token=ann.token).status_code == 201
+    get = ("GET /v1/clipboard?after=0&limit=20 HTTP/1.1\r\nHost: x\r\nX-Request-Id: %s\r\n"
+           "Authorization: Bearer " + ann.token + "\r\n\r\n")
+    s = socket.create_connection(("127.0.0.1", stack.gateway.port), timeout=5)
+    if slow:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall((get % "big1" + get % "big2").encode())
+    if slow:
+        time.sleep(0.5)
+    f = s.makefile("rb")
+    for rid in ("big1", "big2"):
+        status, headers, body = _read_answer(f)
+        assert status.startswith(b"HTTP/1.1 200"), status
+        assert headers["x-request-id"] == rid
+        assert [i["content"] for i in json.loads(body)["items"]] == contents
+    return ann, s, f
+
+
+def test_pipelined_large_answers(stack):
+    ann, s, f = _pipelined_large_answers(stack, slow=False)
+    with s:
+        s.sendall(("GET /v1/clipboard/latest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                   "\r\n" % ann.token).encode())
+        assert _read_answer(f)[0].startswith(b"HTTP/1.1 200")
+
+
+def test_pipelined_large_answers_to_a_slow_reader(stack):
+    _, s, _ = _pipelined_large_answers(stack, slow=True)
+    s.close()
 
 
 def test_no_broker_gives_503(stack):

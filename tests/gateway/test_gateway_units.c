@@ -10,6 +10,7 @@
 #include "routes.h"
 #include "validate.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -213,6 +214,95 @@ static void test_validate(void)
     msgpack_zone_destroy(&zone);
 }
 
+/* render_text(o) is render_dump(render_json(o)): the same text, or both refuse */
+static void s_check_text(const msgpack_object *o, const char *want)
+{
+    size_t len = 0, tlen = 0;
+    char *tree = render_dump(render_json(o, NULL), &len);
+    char *text = render_text(o, &tlen);
+    CHECK(!tree == !text);
+    CHECK(!tree || (len == tlen && memcmp(tree, text, len) == 0));
+    CHECK(want ? text && strcmp(text, want) == 0 : text == NULL);
+    free(tree);
+    free(text);
+}
+
+static void test_render_text(void)
+{
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    msgpack_zone zone;
+    msgpack_zone_init(&zone, 1024);
+    msgpack_object o;
+    size_t off;
+#define S_UNPACK()                                                                                 \
+    do {                                                                                           \
+        off = 0;                                                                                   \
+        msgpack_unpack(buf.data, buf.size, &off, &zone, &o);                                       \
+        msgpack_sbuffer_clear(&buf);                                                               \
+    } while (0)
+    /* escapes: quote, backslash, the short ones, other controls as \u00XX; UTF-8 as is */
+    mp_pack_strn(&pk, "a\"b\\c\b\f\n\r\t\x01\x1f\x7f/\xc3\xa9\xf0\x9f\x98\x80", 20);
+    S_UNPACK();
+    s_check_text(&o, "\"a\\\"b\\\\c\\b\\f\\n\\r\\t\\u0001\\u001F\x7f/\xc3\xa9\xf0\x9f\x98\x80\"");
+    /* not UTF-8: an overlong form, a surrogate, a cut sequence, above U+10FFFF */
+    const char *bad[] = {"\xc0\xaf", "\xed\xa0\x80", "ab\xe2\x82", "\xf4\x90\x80\x80"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        mp_pack_strn(&pk, bad[i], strlen(bad[i]));
+        S_UNPACK();
+        s_check_text(&o, NULL);
+    }
+    /* reals as jansson writes them; NaN refused */
+    msgpack_pack_array(&pk, 5);
+    msgpack_pack_double(&pk, 1.5);
+    msgpack_pack_double(&pk, 3.0);
+    msgpack_pack_double(&pk, 1e20);
+    msgpack_pack_double(&pk, 1e-7);
+    msgpack_pack_double(&pk, -0.1);
+    S_UNPACK();
+    s_check_text(&o, "[1.5,3.0,1e20,9.9999999999999995e-8,-0.10000000000000001]");
+    msgpack_pack_double(&pk, NAN);
+    S_UNPACK();
+    s_check_text(&o, NULL);
+    /* ids as strings (also negative), a huge unsigned as a string, nil/bin as null,
+       keys that JSON cannot have are left out, an empty map and array */
+    msgpack_pack_map(&pk, 7);
+    mp_pack_kv_int(&pk, "user_id", -3);
+    mp_pack_cstr(&pk, "big");
+    msgpack_pack_uint64(&pk, UINT64_MAX);
+    mp_pack_cstr(&pk, "n");
+    msgpack_pack_nil(&pk);
+    mp_pack_cstr(&pk, "b");
+    msgpack_pack_bin(&pk, 1);
+    msgpack_pack_bin_body(&pk, "x", 1);
+    msgpack_pack_int(&pk, 5); /* an integer key */
+    msgpack_pack_int(&pk, 6);
+    mp_pack_cstr(&pk, "m");
+    msgpack_pack_map(&pk, 0);
+    mp_pack_cstr(&pk, "a");
+    msgpack_pack_array(&pk, 0);
+    S_UNPACK();
+    s_check_text(&o, "{\"user_id\":\"-3\",\"big\":\"18446744073709551615\",\"n\":null,"
+                     "\"b\":null,\"m\":{},\"a\":[]}");
+    /* a repeated key: the tree's answer (first place, last value) */
+    msgpack_pack_map(&pk, 3);
+    mp_pack_kv_int(&pk, "seq", 1);
+    mp_pack_kv_int(&pk, "x", 2);
+    mp_pack_kv_int(&pk, "seq", 3);
+    S_UNPACK();
+    s_check_text(&o, "{\"seq\":3,\"x\":2}");
+    /* an invalid key */
+    msgpack_pack_map(&pk, 1);
+    mp_pack_kv_int(&pk, "\xff", 1);
+    S_UNPACK();
+    s_check_text(&o, NULL);
+#undef S_UNPACK
+    msgpack_zone_destroy(&zone);
+    msgpack_sbuffer_destroy(&buf);
+}
+
 static void test_render(void)
 {
     msgpack_sbuffer buf;
@@ -380,6 +470,7 @@ int main(void)
     test_ids();
     test_validate();
     test_render();
+    test_render_text();
     test_head();
     test_metrics();
     test_ratelimit();
