@@ -556,9 +556,12 @@ def run_system(args, sysm, db, port):
 
 
 # ---- the curve: its table and plots ------------------------------------------------------
+FEW = 50  # fewer 2xx answers in a phase than this: a stall, not a throughput or a latency
+
+
 def curve_point(r):
-    """(req/s, p50, p99) of a curve point that had 2xx answers, else None."""
-    if not r or "error" in r or not r.get("ok"):
+    """(req/s, p50, p99) of a curve point with FEW or more 2xx answers, else None."""
+    if not r or "error" in r or r.get("ok", 0) < FEW:
         return None
     return r["rps"], r["p50"], r["p99"]
 
@@ -579,7 +582,7 @@ def curve_table(args, results, labels):
 def curve_plots(args, results, labels):
     """Two PNGs in args.plots: throughput, and p50/p99 latency, against concurrency,
     one line per system and route (log scales: the systems differ by 10x and more).
-    A point with no 2xx answer is left out of the line."""
+    A point with fewer than FEW answers (a stall) is left out: a line ends there."""
     gp = shutil.which("gnuplot")
     if not gp:
         log("gnuplot is missing (deploy/install-deps bench installs it): no plots")
@@ -602,12 +605,13 @@ def curve_plots(args, results, labels):
     tput = os.path.join(args.plots, "vs-seed-throughput.png")
     lat = os.path.join(args.plots, "vs-seed-latency.png")
     script = common + 'set output "%s"\nset ylabel "requests/s"\n' % tput
-    script += 'set title "Throughput against concurrency (tests/bench/vs-seed, %s, %d s a point)"\n' % (
-        when, args.curve_seconds)
+    script += ('set title "Throughput against concurrency (tests/bench/vs-seed, %s, %g s a point)\\n'
+               'a line ends where the system stopped answering"\n' % (when, args.curve_seconds))
     script += "plot " + ", ".join('"%s" using 1:2 with linespoints title "%s"' % (f, t)
                                   for f, t in series) + "\n"
     script += 'set output "%s"\nset ylabel "latency, ms (solid p99, dashed p50)"\n' % lat
-    script += 'set title "Latency against concurrency (tests/bench/vs-seed, %s)"\n' % when
+    script += ('set title "Latency against concurrency (tests/bench/vs-seed, %s)\\n'
+               'a line ends where the system stopped answering"\n' % when)
     parts = []
     for i, (f, t) in enumerate(series):
         parts.append('"%s" using 1:4 with linespoints lc %d dt 1 title "%s p99"' % (f, i + 1, t))
@@ -626,6 +630,8 @@ def fmt_http(r):
         return "-"
     if "error" in r:
         return "error: " + r["error"][:40]
+    if r.get("ok", 0) < FEW:
+        return "stalled: %d answered in the phase" % r.get("ok", 0)
     bad = r["other"] + r["s503"]
     s = "%.0f/s p50 %.1f p99 %.1f ms" % (r["rps"], r["p50"], r["p99"])
     if bad or r["late"]:
@@ -719,7 +725,7 @@ def table(args, results, labels):
             row = [name] + [fmt_http(results[l].get(key)) for l in labels]
             if with_ratio:
                 a, b = sl.get(key) or {}, fx.get(key) or {}
-                if b.get("ok", 0) < 50:
+                if b.get("ok", 0) < FEW:
                     row.append("seed fixed answered %s requests: no ratio" % b.get("ok", "no"))
                 else:
                     row.append("throughput %s, p99 %s lower" % (ratio(a, b, "rps"),
