@@ -13,30 +13,37 @@
    (render_json) instead of pairwise here. */
 #define S_PAIRWISE_MAX 32
 
-static bool s_is_id_key(const char *key)
+/* The key (n bytes, or NULL) names an id: "id" or "..._id". */
+static bool s_is_id_key(const char *key, size_t n)
 {
-    if (!key)
-        return false;
-    size_t n = strlen(key);
-    return strcmp(key, "id") == 0 || (n > 3 && strcmp(key + n - 3, "_id") == 0);
+    return key &&
+           ((n == 2 && memcmp(key, "id", 2) == 0) || (n > 3 && memcmp(key + n - 3, "_id", 3) == 0));
+}
+
+/* A map key JSON can carry as we render it: a string, short, without NULs. */
+static bool s_key_usable(const msgpack_object *k)
+{
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size < S_KEY_MAX &&
+           !(k->via.str.size && memchr(k->via.str.ptr, 0, k->via.str.size));
 }
 
 json_t *render_json(const msgpack_object *obj, const char *key)
 {
     char buf[32];
+    bool is_id = s_is_id_key(key, key ? strlen(key) : 0);
     switch (obj->type) {
     case MSGPACK_OBJECT_NIL:
         return json_null();
     case MSGPACK_OBJECT_BOOLEAN:
         return json_boolean(obj->via.boolean);
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        if (s_is_id_key(key) || obj->via.u64 > (uint64_t)INT64_MAX) {
+        if (is_id || obj->via.u64 > (uint64_t)INT64_MAX) {
             snprintf(buf, sizeof buf, "%" PRIu64, obj->via.u64);
             return json_string(buf);
         }
         return json_integer((json_int_t)obj->via.u64);
     case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        if (s_is_id_key(key)) {
+        if (is_id) {
             snprintf(buf, sizeof buf, "%" PRId64, obj->via.i64);
             return json_string(buf);
         }
@@ -66,8 +73,7 @@ json_t *render_json(const msgpack_object *obj, const char *key)
         json_t *o = json_object();
         for (uint32_t i = 0; i < obj->via.map.size; i++) {
             const msgpack_object *k = &obj->via.map.ptr[i].key;
-            if (k->type != MSGPACK_OBJECT_STR || k->via.str.size >= S_KEY_MAX ||
-                (k->via.str.size && memchr(k->via.str.ptr, 0, k->via.str.size)))
+            if (!s_key_usable(k))
                 continue; /* JSON keys are strings; nothing we send has others */
             char name[S_KEY_MAX];
             if (k->via.str.size) /* an empty str may carry a NULL pointer */
@@ -226,12 +232,6 @@ static void s_put_real(s_out_t *o, double v)
     s_put(o, buf, (size_t)n);
 }
 
-static bool s_key_usable(const msgpack_object *k)
-{
-    return k->type == MSGPACK_OBJECT_STR && k->via.str.size < S_KEY_MAX &&
-           !(k->via.str.size && memchr(k->via.str.ptr, 0, k->via.str.size));
-}
-
 static bool s_key_repeated(const msgpack_object_map *map, uint32_t i)
 {
     const msgpack_object_str *k = &map->ptr[i].key.via.str;
@@ -247,8 +247,7 @@ static bool s_key_repeated(const msgpack_object_map *map, uint32_t i)
 static void s_put_value(s_out_t *o, const msgpack_object *obj, const char *key, size_t key_len)
 {
     char buf[32];
-    bool is_id = key && ((key_len == 2 && memcmp(key, "id", 2) == 0) ||
-                         (key_len > 3 && memcmp(key + key_len - 3, "_id", 3) == 0));
+    bool is_id = s_is_id_key(key, key_len);
     int n;
     switch (obj->type) {
     case MSGPACK_OBJECT_BOOLEAN:

@@ -504,7 +504,10 @@ def scenario_multi(args, sysm, port, res):
 # ---- one system --------------------------------------------------------------------------
 def pool_use(sysm):
     """The pools' checked_out and overflow as /health reports them (None when it does not
-    answer in 10 s): whether a phase left connections checked out."""
+    answer in 10 s): whether a phase left connections checked out. Sluice's /health
+    shows each DB worker's last heartbeat (one a second), so read it only after two
+    more: at once it still shows the phase's own last requests at work."""
+    time.sleep(2.5)
     try:
         h = requests.get(sysm.url + "/health", timeout=10).json()
         return sum(p.get("checked_out", 0) for p in h.get("pools", []))
@@ -556,6 +559,14 @@ def run_system(args, sysm, db, port):
 
 
 # ---- the curve: its table and plots ------------------------------------------------------
+def md_table(head, rows):
+    """A Markdown table; a "|" inside a cell becomes "/"."""
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        out.append("| " + " | ".join(c.replace("|", "/") for c in r) + " |")
+    return "\n".join(out)
+
+
 FEW = 50  # fewer 2xx answers in a phase than this: a stall, not a throughput or a latency
 
 
@@ -568,15 +579,15 @@ def curve_point(r):
 
 def curve_table(args, results, labels):
     head = ["clients"] + ["%s %s" % (l, k.upper()) for l in labels for k in ("post", "get")]
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for c in args.curve:
         row = [str(c)]
         for l in labels:
             for k in ("post", "get"):
                 r = results[l].get("curve", {}).get(k, {}).get(c)
                 row.append(fmt_http(r) if r else "-")
-        out.append("| " + " | ".join(row) + " |")
-    return "\n".join(out)
+        rows.append(row)
+    return md_table(head, rows)
 
 
 def curve_plots(args, results, labels):
@@ -766,10 +777,7 @@ def table(args, results, labels):
         for phase_, err in results[l].get("errors", {}).items():
             rows.append(["error: %s, %s" % (l, phase_)] + [err[:120] if x == l else "" for x in labels] +
                         ([""] if with_ratio else []))
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        out.append("| " + " | ".join(c.replace("|", "/") for c in r) + " |")
-    return "\n".join(out)
+    return md_table(head, rows)
 
 
 def main():
