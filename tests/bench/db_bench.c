@@ -1,8 +1,9 @@
 /*  db_bench - the DB worker against its ceiling.
 
     Ceiling: raw libmariadb, N threads with one connection each, running exactly
-    the statements the worker runs for clipboard.create (START TRANSACTION; the
-    seq bump; the INSERT; COMMIT) and clipboard.list (one SELECT), prepared once
+    the statements the worker runs for clipboard.create (one autocommit INSERT ...
+    RETURNING id, seq; the seq comes from the trigger of migration 003) and
+    clipboard.list (one SELECT), prepared once
     per connection. Measured: the same ops sent through sluice-broker to a
     sluice-dbworker whose pool has N connections, with N requests in flight.
     Both phases run in one process, one after the other, on the same users, and
@@ -159,23 +160,19 @@ static void *s_raw_thread(void *arg)
 {
     s_raw_t *t = arg;
     MYSQL *m = s_connect(t->o);
-    MYSQL_STMT *bump = s_prepare(m, "UPDATE users SET clip_seq = LAST_INSERT_ID(clip_seq + 1)"
-                                    " WHERE id = ?");
     MYSQL_STMT *insert =
         s_prepare(m, "INSERT INTO clipboard_items"
                      " (user_id, seq, content, content_type, source_device_id, created_at)"
-                     " VALUES (?, ?, ?, ?, ?, ?)");
+                     " VALUES (?, 0, ?, ?, ?, ?) RETURNING id, seq");
     MYSQL_STMT *list =
         s_prepare(m, "SELECT id, seq, content, content_type, source_device_id, created_at"
                      " FROM clipboard_items WHERE user_id = ? AND seq > ? ORDER BY seq LIMIT ?");
-    long long user = t->o->user_ids[t->index], device = t->o->device_ids[t->index], seq = 0,
-              after = 0, limit = S_LIST_LIMIT;
+    long long user = t->o->user_ids[t->index], device = t->o->device_ids[t->index], after = 0,
+              limit = S_LIST_LIMIT;
     unsigned long content_len = strlen(S_CONTENT), type_len = 10;
     MYSQL_TIME now;
-    MYSQL_BIND bump_p[1] = {{.buffer_type = MYSQL_TYPE_LONGLONG, .buffer = &user}};
-    MYSQL_BIND ins_p[6] = {
+    MYSQL_BIND ins_p[5] = {
         {.buffer_type = MYSQL_TYPE_LONGLONG, .buffer = &user},
-        {.buffer_type = MYSQL_TYPE_LONGLONG, .buffer = &seq},
         {.buffer_type = MYSQL_TYPE_STRING, .buffer = S_CONTENT, .length = &content_len},
         {.buffer_type = MYSQL_TYPE_STRING, .buffer = "text/plain", .length = &type_len},
         {.buffer_type = MYSQL_TYPE_LONGLONG, .buffer = &device},
@@ -186,7 +183,6 @@ static void *s_raw_thread(void *arg)
         {.buffer_type = MYSQL_TYPE_LONGLONG, .buffer = &after},
         {.buffer_type = MYSQL_TYPE_LONGLONG, .buffer = &limit},
     };
-    mysql_stmt_bind_param(bump, bump_p);
     mysql_stmt_bind_param(insert, ins_p);
     mysql_stmt_bind_param(list, list_p);
     /* results are read the way the worker reads them: stored, then fetched into
@@ -208,6 +204,7 @@ static void *s_raw_thread(void *arg)
         list_r[i].length = &lens[i];
         list_r[i].is_null = &nulls[i];
     }
+    MYSQL_BIND ins_r[2] = {list_r[0], list_r[1]}; /* RETURNING id, seq */
     my_bool yes = 1;
     mysql_stmt_attr_set(list, STMT_ATTR_UPDATE_MAX_LENGTH, &yes);
     while (clock_now_us() < t->until_us) {
@@ -215,11 +212,9 @@ static void *s_raw_thread(void *arg)
         bool ok;
         if (!t->list) {
             s_ms_to_time(clock_wall_ms(), &now);
-            ok = !mysql_query(m, "START TRANSACTION") && !mysql_stmt_execute(bump);
-            if (ok) {
-                seq = (long long)mysql_stmt_insert_id(bump);
-                ok = !mysql_stmt_execute(insert) && !mysql_commit(m);
-            }
+            ok = !mysql_stmt_execute(insert) && !mysql_stmt_store_result(insert) &&
+                 !mysql_stmt_bind_result(insert, ins_r) && mysql_stmt_fetch(insert) == 0;
+            mysql_stmt_free_result(insert);
         } else {
             ok = !mysql_stmt_execute(list) && !mysql_stmt_store_result(list) &&
                  !mysql_stmt_bind_result(list, list_r);
@@ -234,7 +229,6 @@ static void *s_raw_thread(void *arg)
             mysql_rollback(m);
         }
     }
-    mysql_stmt_close(bump);
     mysql_stmt_close(insert);
     mysql_stmt_close(list);
     mysql_close(m);

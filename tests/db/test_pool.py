@@ -2,6 +2,7 @@
 statement next to fast ones, deadlines, migrations by several workers, and a
 clean SIGTERM drain. Slow statements are made with a row lock held by a second
 session (the mariadb CLI), never with a test-only op."""
+import contextlib
 import os
 import time
 
@@ -12,16 +13,28 @@ def db_service(stack, client=None):
     return stack.status(client)["services"].get("db", {})
 
 
-def hold_user_row(stack, user_id):
+@contextlib.contextmanager
+def user_row_held(stack, user_id):
     """A CLI session holding the user's row lock: clipboard.create for that user
-    blocks on it until the session commits."""
+    blocks on it until the block ends and the session commits."""
     s = stack.db.cli(stack.database)
     try:
         s.run("BEGIN; SELECT id FROM users WHERE id = %d FOR UPDATE;" % user_id)
-    except BaseException:
-        s.close()  # an open transaction would block the fixture's DROP DATABASE
-        raise
-    return s
+        yield s
+    finally:
+        # an open transaction would block the fixture's DROP DATABASE
+        try:
+            s.run("COMMIT;")
+        finally:
+            s.close()
+
+
+def worker_and_user(stack, **pool):
+    """One worker with these pool settings, a client that sees it ready, a user."""
+    stack.start_worker(**pool)
+    c = stack.client()
+    stack.wait_ready(c)
+    return c, make_user(c)
 
 
 def create_body(u, content, **extra):
@@ -36,8 +49,7 @@ def test_overflow_opens_and_closes_and_waiting_is_in_the_broker(stack):
     stack.wait_ready(c)
     stack.wait_pools(lambda p: p and p[0]["capacity"] == 4)
     u = make_user(c)
-    lock = hold_user_row(stack, u["user_id"])
-    try:
+    with user_row_held(stack, u["user_id"]):
         rids = [c.send("db", create_body(u, "c%d" % i), deadline_ms=20000) for i in range(10)]
         pools = stack.wait_pools(lambda p: p[0]["checked_out"] == 4)
         assert pools[0]["overflow"] == 2 and pools[0]["open"] == 4
@@ -46,9 +58,6 @@ def test_overflow_opens_and_closes_and_waiting_is_in_the_broker(stack):
         svc = db_service(stack, c)
         assert svc["in_flight"] == 4 and svc["queued"] == 6, svc
         assert svc["capacity"] <= 4
-    finally:
-        lock.run("COMMIT;")
-        lock.close()
     replies = gather(c, rids)
     assert [r["status"] for r in replies] == [201] * 10
     assert sorted(r["data"]["seq"] for r in replies) == list(range(1, 11))
@@ -60,12 +69,8 @@ def test_overflow_opens_and_closes_and_waiting_is_in_the_broker(stack):
 
 
 def test_credit_never_exceeds_capacity(stack):
-    stack.start_worker(pool_size=1, max_overflow=1)
-    c = stack.client()
-    stack.wait_ready(c)
-    u = make_user(c)
-    lock = hold_user_row(stack, u["user_id"])
-    try:
+    c, u = worker_and_user(stack, pool_size=1, max_overflow=1)
+    with user_row_held(stack, u["user_id"]):
         rids = [c.send("db", create_body(u, "x%d" % i), deadline_ms=20000) for i in range(5)]
         for _ in range(5):
             svc = db_service(stack, c)
@@ -73,9 +78,6 @@ def test_credit_never_exceeds_capacity(stack):
             assert svc["capacity"] <= 2 and svc["in_flight"] <= 2, svc
             assert pools[0]["checked_out"] + pools[0]["waiting"] <= 2, pools
             time.sleep(0.05)
-    finally:
-        lock.run("COMMIT;")
-        lock.close()
     assert [r["status"] for r in gather(c, rids)] == [201] * 5
 
 
@@ -120,10 +122,7 @@ def test_pre_ping_survives_server_wait_timeout(stack):
 
 def test_killed_connection_is_replaced_and_ops_retried(stack):
     # no pre-ping: the killed connections are found dead by the ops themselves
-    stack.start_worker(pool_size=2, max_overflow=0, ping_after_idle_ms=-1)
-    c = stack.client()
-    stack.wait_ready(c)
-    u = make_user(c)
+    c, u = worker_and_user(stack, pool_size=2, max_overflow=0, ping_after_idle_ms=-1)
     assert c.call("clipboard.create", {"content": "before"}, auth=auth_of(u))["status"] == 201
     killed = stack.db.kill_user_connections(database=stack.database)
     assert killed
@@ -139,13 +138,47 @@ def test_killed_connection_is_replaced_and_ops_retried(stack):
     assert not set(killed) & set(stack.db.connection_ids(database=stack.database))
 
 
+def test_write_lost_in_flight_is_503_and_not_repeated(stack):
+    """clipboard.create without a key is one autocommit INSERT: when its connection
+    dies while the server runs it, nobody knows whether it was applied. The answer
+    is 503 saying so, and it is not run again behind the client's back."""
+    c, u = worker_and_user(stack, pool_size=2, max_overflow=0)
+    with user_row_held(stack, u["user_id"]):
+        lost = c.send("db", create_body(u, "lost"), deadline_ms=20000)
+        stack.wait_pools(lambda p: p[0]["checked_out"] == 1)
+        assert stack.db.kill_user_connections(database=stack.database)
+        r = gather(c, [lost])[0]
+        assert r["status"] == 503 and r["error"]["code"] == "unavailable", r
+        assert "may or may not have been applied" in r["error"]["message"], r
+    # the killed INSERT was rolled back, and no retry applied it later
+    assert c.call("clipboard.list", auth=auth_of(u))["data"]["items"] == []
+    r = c.call("clipboard.create", {"content": "next"}, auth=auth_of(u))
+    assert r["status"] == 201 and r["data"]["seq"] == 1, r
+
+
+def test_write_with_key_lost_in_flight_is_retried_once(stack):
+    """With an Idempotency-Key the INSERT runs in a transaction that had not reached
+    COMMIT when its connection died: it is retried on a fresh connection and
+    applied exactly once. (One connection, so the retry's is a fresh one, not
+    another that the same KILL is about to end.)"""
+    c, u = worker_and_user(stack, pool_size=1, max_overflow=0)
+    with user_row_held(stack, u["user_id"]):
+        sent = c.send("db", create_body(u, "kept", idem="lost-once"), deadline_ms=20000)
+        stack.wait_pools(lambda p: p[0]["checked_out"] == 1)
+        assert stack.db.kill_user_connections(database=stack.database)
+        stack.wait_pools(lambda p: p[0]["retries"] >= 1 and p[0]["checked_out"] == 1)
+    r = gather(c, [sent])[0]
+    assert r["status"] == 201 and r["data"]["seq"] == 1, r
+    items = c.call("clipboard.list", auth=auth_of(u))["data"]["items"]
+    assert [(i["content"], i["seq"]) for i in items] == [("kept", 1)]
+
+
 def test_slow_statement_does_not_block_others(stack):
     stack.start_worker(pool_size=2, max_overflow=1)
     c = stack.client()
     stack.wait_ready(c)
     slow_user, fast_user = make_user(c), make_user(c)
-    lock = hold_user_row(stack, slow_user["user_id"])
-    try:
+    with user_row_held(stack, slow_user["user_id"]):
         slow = c.send("db", create_body(slow_user, "slow"), deadline_ms=20000)
         stack.wait_pools(lambda p: p[0]["checked_out"] == 1)
         f = auth_of(fast_user)
@@ -154,28 +187,18 @@ def test_slow_statement_does_not_block_others(stack):
             assert c.call("clipboard.list", {"limit": 1}, auth=f)["status"] == 200
         # the slow one is still waiting on its lock all along
         assert not c.sock.poll(0)
-    finally:
-        lock.run("COMMIT;")
-        lock.close()
     assert gather(c, [slow])[0]["status"] == 201
 
 
 def test_deadline_stops_a_stuck_statement(stack):
-    stack.start_worker(pool_size=1, max_overflow=0)
-    c = stack.client()
-    stack.wait_ready(c)
-    u = make_user(c)
-    lock = hold_user_row(stack, u["user_id"])
-    try:
+    c, u = worker_and_user(stack, pool_size=1, max_overflow=0)
+    with user_row_held(stack, u["user_id"]):
         r = c.request("db", create_body(u, "too late"), deadline_ms=800)
         assert r["status"] == 504, r
         # the worker gave its connection up at the deadline: the pool serves again
         # while the lock is still held
         for _ in range(3):
             assert c.call("db.ping")["status"] == 200
-    finally:
-        lock.run("COMMIT;")
-        lock.close()
     # nothing of the timed-out write was committed
     assert c.call("clipboard.list", auth=auth_of(u))["data"]["items"] == []
     r = c.call("clipboard.create", {"content": "now"}, auth=auth_of(u))
@@ -207,15 +230,11 @@ def test_sigterm_drains_in_flight_ops(stack):
     c = stack.client()
     stack.wait_ready(c)
     u = make_user(c)
-    lock = hold_user_row(stack, u["user_id"])
-    try:
+    with user_row_held(stack, u["user_id"]):
         rids = [c.send("db", create_body(u, "d%d" % i), deadline_ms=20000) for i in range(2)]
         stack.wait_pools(lambda p: p[0]["checked_out"] == 2)
         w.signal(15)
         w.wait_log("no new work")
-    finally:
-        lock.run("COMMIT;")
-        lock.close()
     assert [r["status"] for r in gather(c, rids)] == [201, 201]
     assert w.stop() == 0
     assert not stack.db.connection_ids(database=stack.database)

@@ -224,6 +224,7 @@ static void s_restart(dbop_t *op)
     op->retries++;
     op->pc = 0;
     op->committing = false;
+    op->writing_alone = false;
     op->sql_err = 0;
     op->stage = 0;
     for (int i = 0; i < op->nevents; i++)
@@ -272,13 +273,20 @@ static void s_on_done(conn_t *conn, void *arg)
     unsigned err = conn_errno(conn);
     if (conn_lost(conn)) {
         s_lost(op);
-    } else if (err == ER_LOCK_DEADLOCK && !op->committing && op->retries < 1) {
-        /* the server rolled the whole transaction back: running it again is safe */
+    } else if (err == ER_LOCK_DEADLOCK && op->retries < 1) {
+        /* the server answered, so nothing is unknown (not even for COMMIT or an
+           autocommit write): it rolled the whole transaction back, and running it
+           again is safe */
         slog_info("db: %s: deadlock; retrying once", op->name);
         conn_t *c = op->conn;
         op->conn = NULL;
         pool_return(op->ops->pool, c, false);
         s_restart(op);
+    } else if (err == ER_QUERY_INTERRUPTED) {
+        /* our KILL QUERY at the deadline (ops_tick): the statement was rolled back */
+        dbop_error(op, 504, "timeout",
+                   "the request's deadline passed during a database operation; nothing was "
+                   "written");
     } else if (err == ER_LOCK_DEADLOCK || err == ER_LOCK_WAIT_TIMEOUT) {
         dbop_error(op, 503, "unavailable",
                    "timed out waiting for data locked by another request; retry");
@@ -329,15 +337,42 @@ static void s_start_exec(dbop_t *op)
     }
 }
 
-void dbop_exec(dbop_t *op, const char *sql, const dbparam_t *params, size_t n, bool try_errors)
+static void s_set_statement(dbop_t *op, const char *sql, const dbparam_t *params, size_t n,
+                            bool try_errors)
 {
     op->sql = sql;
     op->nparams = n < CONN_PARAMS_MAX ? n : CONN_PARAMS_MAX;
     if (n)
         memcpy(op->params, params, op->nparams * sizeof *params);
     op->try_errors = try_errors;
+}
+
+void dbop_exec(dbop_t *op, const char *sql, const dbparam_t *params, size_t n, bool try_errors)
+{
+    s_set_statement(op, sql, params, n, try_errors);
     op->next = s_resume;
     s_with_conn(op, s_start_exec);
+}
+
+static void s_write_done(dbop_t *op)
+{
+    op->committing = false; /* answered: applied, or not at all */
+    op->writing_alone = false;
+    s_resume(op);
+}
+
+/* Known only once the connection is checked out: whether a transaction is open. */
+static void s_start_write(dbop_t *op)
+{
+    op->committing = op->writing_alone = !conn_in_transaction(op->conn);
+    s_start_exec(op);
+}
+
+void dbop_exec_write(dbop_t *op, const char *sql, const dbparam_t *params, size_t n)
+{
+    s_set_statement(op, sql, params, n, true);
+    op->next = s_write_done;
+    s_with_conn(op, s_start_write);
 }
 
 void dbop_release(dbop_t *op)
@@ -460,7 +495,10 @@ void dbop_commit(dbop_t *op)
         return;
     }
     if (!op->idem) {
-        s_commit_now(op);
+        if (conn_in_transaction(op->conn))
+            s_commit_now(op);
+        else
+            s_committed(op); /* an autocommit write: applied already */
         return;
     }
     op->sql = DB_SQL("UPDATE idempotency_keys SET status = ?, body = ?"
@@ -609,6 +647,12 @@ void ops_tick(ops_t *self)
                the connection is not held for nothing. Not during COMMIT: that
                would turn a write's outcome into "unknown". */
             conn_abort(op->conn);
+        } else if (op->conn && conn_busy(op->conn) && op->writing_alone) {
+            /* An autocommit write cannot be cut off like that: the server would
+               go on and might apply it after all, with nobody told (no reply, no
+               event). KILL QUERY stops it at the server and its answer says
+               whether it was applied. */
+            pool_kill_query(op->ops->pool, op->conn);
         }
     }
     free(late);

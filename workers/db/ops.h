@@ -94,7 +94,9 @@ struct dbop_t {
     dbparam_t params[CONN_PARAMS_MAX];
     size_t nparams;
     bool try_errors;
-    bool committing; /* COMMIT was sent: a lost connection now means "outcome unknown" */
+    bool committing;    /* COMMIT (or an autocommit write) was sent: a lost connection now
+                           means "outcome unknown" */
+    bool writing_alone; /* the statement under way is an autocommit write */
     int retries;
     int stage;
     struct {
@@ -145,6 +147,14 @@ struct dbop_t {
     OP_AWAIT_(                                                                                     \
         op, __COUNTER__ + 1,                                                                       \
         dbop_exec((op), DB_SQL(sql), OP_PARAMS_(__VA_ARGS__), OP_NPARAMS_(__VA_ARGS__), true))
+/* Like OP_TRY, for a write that may run outside a transaction (autocommit: it is its
+   own transaction). From the moment such a statement is sent, a lost connection
+   means its outcome is unknown, as with a cut-off COMMIT: 503, never a retry that
+   could apply it twice. Inside OP_TX_BEGIN it is an ordinary statement. */
+#define OP_TRY_WRITE(op, sql, ...)                                                                 \
+    OP_AWAIT_(                                                                                     \
+        op, __COUNTER__ + 1,                                                                       \
+        dbop_exec_write((op), DB_SQL(sql), OP_PARAMS_(__VA_ARGS__), OP_NPARAMS_(__VA_ARGS__)))
 /* START TRANSACTION (+ the idempotency claim when the request has a key). */
 #define OP_TX_BEGIN(op) OP_AWAIT_(op, __COUNTER__ + 1, dbop_tx_begin(op))
 #define OP_HASH(op, pw, len) OP_AWAIT_(op, __COUNTER__ + 1, dbop_hash((op), (pw), (len)))
@@ -152,6 +162,7 @@ struct dbop_t {
     OP_AWAIT_(op, __COUNTER__ + 1, dbop_verify((op), (hash), (pw), (len)))
 
 void dbop_exec(dbop_t *op, const char *sql, const dbparam_t *params, size_t n, bool try_errors);
+void dbop_exec_write(dbop_t *op, const char *sql, const dbparam_t *params, size_t n);
 void dbop_tx_begin(dbop_t *op);
 void dbop_hash(dbop_t *op, const char *password, size_t len);
 void dbop_verify(dbop_t *op, const char *hash, const char *password, size_t len);
@@ -165,8 +176,9 @@ msgpack_packer *dbop_reply(dbop_t *op, int status);
 void dbop_reply_empty(dbop_t *op, int status);
 /* Sends the reply built in op->out (a read, or a write that changed nothing). */
 void dbop_done(dbop_t *op);
-/* Stores the reply with the idempotency key (if any), COMMITs, then publishes the
-   events and sends the reply. */
+/* Stores the reply with the idempotency key (if any), COMMITs (when a transaction is
+   open: an autocommit write has nothing to commit), then publishes the events and
+   sends the reply. */
 void dbop_commit(dbop_t *op);
 /* Answers an error and ends the op (an open transaction is rolled back). */
 void dbop_error(dbop_t *op, int status, const char *code, const char *fmt, ...)

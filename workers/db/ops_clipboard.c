@@ -1,7 +1,10 @@
 /*  ops_clipboard.c - clipboard items with a per-user seq that only grows. */
 #include "mp.h"
 #include "ops.h"
+#include "slog.h"
 #include "smp.h"
+
+#include <mysqld_error.h>
 
 /* A list reply stays well under the largest body SMP carries; next_after lets the
    client fetch the rest. */
@@ -65,23 +68,30 @@ void op_clipboard_create(dbop_t *op)
             return;
         }
     }
-    OP_TX_BEGIN(op);
-    /* The user's row lock orders concurrent creates on every worker: each gets the
-       next seq, none is skipped (a rollback undoes its bump too). */
-    OP_EXEC(op, "UPDATE users SET clip_seq = LAST_INSERT_ID(clip_seq + 1) WHERE id = ?",
-            P_INT(op->user_id));
-    if (op->res.affected == 0) {
+    /* With an Idempotency-Key the claim and the stored reply share a transaction
+       with the INSERT; without one the INSERT is a transaction on its own. */
+    if (op->idem)
+        OP_TX_BEGIN(op);
+    /* The seq comes from the trigger of migration 003, which bumps users.clip_seq
+       inside this statement: the user's row lock orders concurrent creates on
+       every worker, each gets the next seq, a failed INSERT undoes its bump. */
+    OP_TRY_WRITE(op,
+                 "INSERT INTO clipboard_items"
+                 " (user_id, seq, content, content_type, source_device_id, created_at)"
+                 " VALUES (?, 0, ?, ?, ?, ?) RETURNING id, seq",
+                 P_INT(op->user_id), P_STR(st->content, st->content_len),
+                 P_STR(st->type, st->type_len), P_INT(op->device_id), P_TIME(op->now_ms));
+    if (op->sql_err == ER_NO_REFERENCED_ROW_2) {
         dbop_error(op, 401, "unauthorized", "no such user");
         return;
     }
-    st->seq = (int64_t)op->res.insert_id;
-    OP_EXEC(op,
-            "INSERT INTO clipboard_items"
-            " (user_id, seq, content, content_type, source_device_id, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            P_INT(op->user_id), P_INT(st->seq), P_STR(st->content, st->content_len),
-            P_STR(st->type, st->type_len), P_INT(op->device_id), P_TIME(op->now_ms));
-    int64_t id = (int64_t)op->res.insert_id;
+    if (op->sql_err != 0 || op->res.rows != 1) {
+        slog_error("db: clipboard.create: the INSERT failed (%u)", op->sql_err);
+        dbop_error(op, 500, "internal", "database error (%u)", op->sql_err);
+        return;
+    }
+    st->seq = dbres_cell(&op->res, 0, 1)->i;
+    int64_t id = dbres_cell(&op->res, 0, 0)->i;
     s_pack_item(dbop_reply(op, 201), id, st->seq, st->content, st->content_len, st->type,
                 st->type_len, NULL, op->device_id, op->now_ms);
     msgpack_sbuffer ev;

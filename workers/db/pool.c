@@ -8,6 +8,7 @@
 #include <string.h>
 
 #define S_BACKOFF_START_MS 100
+#define S_KILLS_MAX 64
 
 typedef enum {
     S_CONNECTING, /* connect and session setup under way */
@@ -24,7 +25,20 @@ typedef struct {
     int64_t idle_since_ms;
     dbparam_t setup_param; /* the session setup statement's parameter */
     dbres_t res;
+    bool killed; /* a KILL QUERY was sent for its statement: closed when it comes back */
 } s_slot_t;
+
+/* The connection that sends KILL QUERY (pool_kill_query): opened when a kill is
+   wanted, closed when none is left, so it never idles against wait_timeout. */
+typedef struct {
+    conn_t *conn;
+    bool ready;                       /* connected */
+    unsigned long queue[S_KILLS_MAX]; /* server thread ids still to kill */
+    size_t queued;
+    dbparam_t param;
+    dbres_t res;
+    conn_t *dead; /* closed in pool_tick, not in its own callback */
+} s_killer_t;
 
 struct pool_t {
     pool_config_t config;
@@ -44,6 +58,8 @@ struct pool_t {
     int64_t next_connect_ms; /* no connect attempt before this while the server is down */
     size_t replace_pending;  /* discarded connections not yet replaced */
     bool dispatching, redispatch;
+
+    s_killer_t killer;
 
     uint64_t invalid;        /* connections discarded as lost or broken */
     uint64_t reconnects;     /* connections opened to replace discarded ones */
@@ -99,6 +115,9 @@ void pool_destroy(pool_t **self_p)
             s_slot_free(&s);
         zlistx_destroy(&self->dead);
     }
+    conn_destroy(&self->killer.conn);
+    conn_destroy(&self->killer.dead);
+    dbres_clear(&self->killer.res);
     zlistx_destroy(&self->waiters);
     free(self->slots);
     free(self->idle);
@@ -414,6 +433,12 @@ void pool_return(pool_t *self, conn_t *conn, bool discard)
         s_dispatch(self);
         return;
     }
+    if (slot->killed) {
+        s_close(self, index, false, "its statement was killed at its deadline");
+        self->replace_pending++;
+        s_dispatch(self);
+        return;
+    }
     if (self->config.recycle_s > 0 &&
         clock_now_ms() - conn_created_ms(conn) >= self->config.recycle_s * 1000) {
         s_close(self, index, false, "recycled (older than recycle_s)");
@@ -491,6 +516,91 @@ size_t pool_open_count(const pool_t *self)
     return s_open(self);
 }
 
+/* ---- KILL QUERY from a connection of its own ---- */
+
+static void s_killer_next(pool_t *self);
+
+static void s_killer_close(pool_t *self, const char *why)
+{
+    s_killer_t *k = &self->killer;
+    if (why && k->queued)
+        slog_warn("db: pool: cannot kill %zu statement(s) past their deadline: %s; they end "
+                  "by lock_wait_timeout_s or read_timeout_s",
+                  k->queued, why);
+    conn_destroy(&k->dead); /* a previous one, long out of its callback */
+    k->dead = k->conn;
+    k->conn = NULL;
+    k->ready = false;
+    k->queued = 0;
+}
+
+static void s_on_killed(conn_t *conn, void *arg)
+{
+    pool_t *self = arg;
+    dbres_clear(&self->killer.res);
+    if (conn_lost(conn)) {
+        s_killer_close(self, conn_error(conn));
+        return;
+    }
+    /* 1094 (unknown thread): the statement and its connection were gone already */
+    if (conn_failed(conn) && conn_errno(conn) != 1094)
+        slog_warn("db: pool: KILL QUERY failed: %s (%u)", conn_error(conn), conn_errno(conn));
+    s_killer_next(self);
+}
+
+static void s_on_killer_connect(conn_t *conn, void *arg)
+{
+    pool_t *self = arg;
+    if (conn_failed(conn)) {
+        s_killer_close(self, conn_error(conn));
+        return;
+    }
+    self->killer.ready = true;
+    s_killer_next(self);
+}
+
+static void s_killer_next(pool_t *self)
+{
+    s_killer_t *k = &self->killer;
+    if (k->conn && (!k->ready || conn_busy(k->conn)))
+        return; /* connecting, or a kill under way: it comes back here */
+    if (k->queued == 0) {
+        if (k->conn)
+            s_killer_close(self, NULL);
+        return;
+    }
+    if (!k->conn) {
+        k->conn = conn_new(&self->config.conn, ++self->next_id);
+        if (!k->conn || conn_connect(k->conn, s_on_killer_connect, self) != 0)
+            s_killer_close(self, k->conn ? conn_error(k->conn) : "out of memory");
+        return;
+    }
+    k->param = P_INT(k->queue[0]);
+    memmove(&k->queue[0], &k->queue[1], (k->queued - 1) * sizeof k->queue[0]);
+    k->queued--;
+    if (conn_exec(k->conn, DB_SQL("KILL QUERY ?"), &k->param, 1, &k->res, s_on_killed, self) != 0)
+        s_killer_close(self, conn_error(k->conn));
+}
+
+void pool_kill_query(pool_t *self, conn_t *conn)
+{
+    ssize_t index = s_index_of(self, conn);
+    if (index < 0 || self->slots[index]->killed || !conn_busy(conn))
+        return;
+    s_killer_t *k = &self->killer;
+    if (k->queued == S_KILLS_MAX) {
+        slog_warn("db: pool: too many kills at once; connection %" PRIu64 " is left to its "
+                  "timeouts",
+                  conn_id(conn));
+        return;
+    }
+    self->slots[index]->killed = true;
+    k->queue[k->queued++] = conn_thread_id(conn);
+    slog_info("db: pool: connection %" PRIu64 ": killing its statement (past its deadline)",
+              conn_id(conn));
+    s_killer_next(self);
+}
+
 size_t pool_poll(pool_t *self, zmq_pollitem_t *items, conn_t **owners, size_t max,
                  int64_t *timeout_ms)
 {
@@ -512,6 +622,19 @@ size_t pool_poll(pool_t *self, zmq_pollitem_t *items, conn_t **owners, size_t ma
                 *timeout_ms = left;
         }
     }
+    int fd;
+    short events;
+    int64_t until;
+    if (self->killer.conn && n < max && conn_wait(self->killer.conn, &fd, &events, &until)) {
+        items[n] = (zmq_pollitem_t){.socket = NULL, .fd = fd, .events = events};
+        owners[n] = self->killer.conn;
+        n++;
+        if (until >= 0) {
+            int64_t left = until > now ? until - now : 0;
+            if (left < *timeout_ms)
+                *timeout_ms = left;
+        }
+    }
     if (!self->server_up && s_open(self) < (size_t)self->config.pool_size) {
         int64_t left = self->next_connect_ms > now ? self->next_connect_ms - now : 0;
         if (left < *timeout_ms)
@@ -523,7 +646,7 @@ size_t pool_poll(pool_t *self, zmq_pollitem_t *items, conn_t **owners, size_t ma
 void pool_io(pool_t *self, conn_t *conn, short revents)
 {
     /* only connections still in the pool: a discarded one waits in the dead list */
-    if (s_index_of(self, conn) >= 0)
+    if (s_index_of(self, conn) >= 0 || (conn && conn == self->killer.conn))
         conn_io(conn, revents);
 }
 
@@ -537,6 +660,15 @@ void pool_tick(pool_t *self)
         int64_t until;
         if (slot && conn_wait(slot->conn, &fd, &events, &until) && until >= 0 && now >= until)
             conn_io(slot->conn, 0);
+    }
+    {
+        int fd;
+        short events;
+        int64_t until;
+        conn_t *k = self->killer.conn;
+        if (k && conn_wait(k, &fd, &events, &until) && until >= 0 && now >= until)
+            conn_io(k, 0);
+        conn_destroy(&self->killer.dead);
     }
     /* idle connections past recycle_s are replaced while nobody needs them, and
        overflow ones are closed */

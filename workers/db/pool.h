@@ -66,6 +66,14 @@ void pool_cancel(pool_t *self, pool_waiter_t *waiter);
     closed (counted invalid when lost) and replaced. */
 void pool_return(pool_t *self, conn_t *conn, bool discard);
 
+/*  Stops the statement under way on conn (checked out) at the server: KILL QUERY
+    from a connection of the pool's own, opened for it and closed when no kill is
+    left. The statement then ends with ER_QUERY_INTERRUPTED (rolled back), or with
+    its result if it had finished first: its outcome is known either way, which
+    conn_abort cannot tell for a statement in autocommit. conn is closed (and
+    replaced) when it comes back, so a late kill cannot hit its next statement. */
+void pool_kill_query(pool_t *self, conn_t *conn);
+
 /*  Changes pool_size, max_overflow, recycle_s and ping_after_idle_ms at run time
     (the connection settings and backoff of limits are ignored). Growing opens the
     new connections at once; shrinking closes idle ones beyond the new pool_size at
