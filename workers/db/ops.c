@@ -282,10 +282,11 @@ static void s_on_done(conn_t *conn, void *arg)
         op->conn = NULL;
         pool_return(op->ops->pool, c, false);
         s_restart(op);
-    } else if (err == ER_QUERY_INTERRUPTED) {
-        /* our KILL QUERY at the deadline (ops_tick): the statement was rolled back */
+    } else if (err == ER_QUERY_INTERRUPTED && op->writing_alone) {
+        /* KILL QUERY (ours at the deadline, see ops_tick): the autocommit write
+           was rolled back */
         dbop_error(op, 504, "timeout",
-                   "the request's deadline passed during a database operation; nothing was "
+                   "the database statement was stopped (its deadline passed); nothing was "
                    "written");
     } else if (err == ER_LOCK_DEADLOCK || err == ER_LOCK_WAIT_TIMEOUT) {
         dbop_error(op, 503, "unavailable",

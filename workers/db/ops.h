@@ -15,14 +15,18 @@
       - errors: a lost connection or a deadlock retries the whole op once on a
         fresh connection when that is safe (a read, or a write whose transaction
         never reached COMMIT, or one with an Idempotency-Key); a write whose
-        COMMIT was cut off is answered 503 with a clear message; a lock wait
-        timeout is 503; anything else 500 (logged);
+        COMMIT was cut off, or an autocommit write (OP_TRY_WRITE) cut off while
+        under way, is answered 503 with a clear message; a lock wait timeout is
+        503; anything else 500 (logged);
       - idempotency: OP_TX_BEGIN claims (user, key) in the transaction;
         dbop_commit stores the reply there before COMMIT; a retry anywhere gets the
         stored reply byte for byte;
-      - events are published only after COMMIT succeeded;
-      - deadlines: an op past its request's deadline is stopped (its statement
-        aborted) and answered 504.
+      - events are published only after COMMIT (or the autocommit write)
+        succeeded;
+      - deadlines: an op past its request's deadline is stopped and answered 504:
+        inside a transaction its connection is cut (the server rolls back), an
+        autocommit write is stopped with KILL QUERY (pool_kill_query), a COMMIT
+        is left to finish.
 */
 #ifndef SLUICE_DB_OPS_H
 #define SLUICE_DB_OPS_H

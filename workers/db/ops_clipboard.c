@@ -86,7 +86,8 @@ void op_clipboard_create(dbop_t *op)
         return;
     }
     if (op->sql_err != 0 || op->res.rows != 1) {
-        slog_error("db: clipboard.create: the INSERT failed (%u)", op->sql_err);
+        slog_error("db: clipboard.create: the INSERT failed: %s (%u)",
+                   op->sql_err ? conn_error(op->conn) : "no row returned", op->sql_err);
         dbop_error(op, 500, "internal", "database error (%u)", op->sql_err);
         return;
     }
