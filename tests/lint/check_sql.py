@@ -39,6 +39,8 @@ WRAPPERS = {
     "conn_exec": (1, "sql", None),     # workers/db/conn.c: prepares (and caches) a statement
     "conn_query": (1, "sql", None),    # workers/db/conn.c: a text query (START TRANSACTION)
     "dbop_exec": (1, "sql", None),     # workers/db/ops.c: an op's statement
+    "dbop_exec_write": (1, "sql", None),  # workers/db/ops.c: an op's autocommit write
+    "s_set_statement": (1, "sql", "workers/db/ops.c"),  # keeps an op's next statement
     "s_cache_add": (1, "sql", "workers/db/conn.c"),  # keeps a prepared statement by its text
     "s_query": (1, "sql", "workers/db/migrate.c"),   # runs a query, drains its results
     "s_scalar": (1, "sql", "workers/db/migrate.c"),  # SELECT with one integer column
