@@ -4,6 +4,7 @@
 #include "mp.h"
 #include "slog.h"
 
+#include <mysqld_error.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -178,6 +179,14 @@ static void s_close(pool_t *self, size_t index, bool lost, const char *reason)
         slog_debug("db: pool: connection %" PRIu64 " closed: %s", conn_id(slot->conn), reason);
     }
     zlistx_add_end(self->dead, slot);
+}
+
+/* A healthy connection closed for a reason of ours (recycled, its statement
+   killed): it is replaced, without counting as invalid. */
+static void s_retire(pool_t *self, size_t index, const char *reason)
+{
+    s_close(self, index, false, reason);
+    self->replace_pending++;
 }
 
 static void s_on_setup(conn_t *conn, void *arg);
@@ -361,8 +370,7 @@ static void s_dispatch(pool_t *self)
             if (self->config.recycle_s > 0 &&
                 now - conn_created_ms(slot->conn) >= self->config.recycle_s * 1000) {
                 slot->state = S_USED; /* off the idle stack already */
-                s_close(self, index, false, "recycled (older than recycle_s)");
-                self->replace_pending++;
+                s_retire(self, index, "recycled (older than recycle_s)");
                 continue;
             }
             pool_waiter_t *first = zlistx_first(self->waiters);
@@ -434,15 +442,13 @@ void pool_return(pool_t *self, conn_t *conn, bool discard)
         return;
     }
     if (slot->killed) {
-        s_close(self, index, false, "its statement was killed at its deadline");
-        self->replace_pending++;
+        s_retire(self, index, "its statement was killed at its deadline");
         s_dispatch(self);
         return;
     }
     if (self->config.recycle_s > 0 &&
         clock_now_ms() - conn_created_ms(conn) >= self->config.recycle_s * 1000) {
-        s_close(self, index, false, "recycled (older than recycle_s)");
-        self->replace_pending++;
+        s_retire(self, index, "recycled (older than recycle_s)");
         s_dispatch(self);
         return;
     }
@@ -542,8 +548,8 @@ static void s_on_killed(conn_t *conn, void *arg)
         s_killer_close(self, conn_error(conn));
         return;
     }
-    /* 1094 (unknown thread): the statement and its connection were gone already */
-    if (conn_failed(conn) && conn_errno(conn) != 1094)
+    /* unknown thread: the statement and its connection were gone already */
+    if (conn_failed(conn) && conn_errno(conn) != ER_NO_SUCH_THREAD)
         slog_warn("db: pool: KILL QUERY failed: %s (%u)", conn_error(conn), conn_errno(conn));
     s_killer_next(self);
 }
@@ -601,40 +607,46 @@ void pool_kill_query(pool_t *self, conn_t *conn)
     s_killer_next(self);
 }
 
+/* Appends conn's poll item (when it waits for something) and lowers *timeout_ms
+   to its timeout. */
+static void s_poll_conn(conn_t *conn, zmq_pollitem_t *items, conn_t **owners, size_t *n,
+                        int64_t now, int64_t *timeout_ms)
+{
+    int fd;
+    short events;
+    int64_t until;
+    if (!conn || !conn_wait(conn, &fd, &events, &until))
+        return;
+    items[*n] = (zmq_pollitem_t){.socket = NULL, .fd = fd, .events = events};
+    owners[*n] = conn;
+    (*n)++;
+    if (until >= 0) {
+        int64_t left = until > now ? until - now : 0;
+        if (left < *timeout_ms)
+            *timeout_ms = left;
+    }
+}
+
+/* Feeds conn its timeout when that has passed. */
+static void s_check_timeout(conn_t *conn, int64_t now)
+{
+    int fd;
+    short events;
+    int64_t until;
+    if (conn && conn_wait(conn, &fd, &events, &until) && until >= 0 && now >= until)
+        conn_io(conn, 0);
+}
+
 size_t pool_poll(pool_t *self, zmq_pollitem_t *items, conn_t **owners, size_t max,
                  int64_t *timeout_ms)
 {
     size_t n = 0;
     int64_t now = clock_now_ms();
-    for (size_t i = 0; i < self->cap && n < max; i++) {
-        s_slot_t *slot = self->slots[i];
-        int fd;
-        short events;
-        int64_t until;
-        if (!slot || !conn_wait(slot->conn, &fd, &events, &until))
-            continue;
-        items[n] = (zmq_pollitem_t){.socket = NULL, .fd = fd, .events = events};
-        owners[n] = slot->conn;
-        n++;
-        if (until >= 0) {
-            int64_t left = until > now ? until - now : 0;
-            if (left < *timeout_ms)
-                *timeout_ms = left;
-        }
-    }
-    int fd;
-    short events;
-    int64_t until;
-    if (self->killer.conn && n < max && conn_wait(self->killer.conn, &fd, &events, &until)) {
-        items[n] = (zmq_pollitem_t){.socket = NULL, .fd = fd, .events = events};
-        owners[n] = self->killer.conn;
-        n++;
-        if (until >= 0) {
-            int64_t left = until > now ? until - now : 0;
-            if (left < *timeout_ms)
-                *timeout_ms = left;
-        }
-    }
+    for (size_t i = 0; i < self->cap && n < max; i++)
+        if (self->slots[i])
+            s_poll_conn(self->slots[i]->conn, items, owners, &n, now, timeout_ms);
+    if (n < max)
+        s_poll_conn(self->killer.conn, items, owners, &n, now, timeout_ms);
     if (!self->server_up && s_open(self) < (size_t)self->config.pool_size) {
         int64_t left = self->next_connect_ms > now ? self->next_connect_ms - now : 0;
         if (left < *timeout_ms)
@@ -653,23 +665,11 @@ void pool_io(pool_t *self, conn_t *conn, short revents)
 void pool_tick(pool_t *self)
 {
     int64_t now = clock_now_ms();
-    for (size_t i = 0; i < self->cap; i++) {
-        s_slot_t *slot = self->slots[i];
-        int fd;
-        short events;
-        int64_t until;
-        if (slot && conn_wait(slot->conn, &fd, &events, &until) && until >= 0 && now >= until)
-            conn_io(slot->conn, 0);
-    }
-    {
-        int fd;
-        short events;
-        int64_t until;
-        conn_t *k = self->killer.conn;
-        if (k && conn_wait(k, &fd, &events, &until) && until >= 0 && now >= until)
-            conn_io(k, 0);
-        conn_destroy(&self->killer.dead);
-    }
+    for (size_t i = 0; i < self->cap; i++)
+        if (self->slots[i])
+            s_check_timeout(self->slots[i]->conn, now);
+    s_check_timeout(self->killer.conn, now);
+    conn_destroy(&self->killer.dead);
     /* idle connections past recycle_s are replaced while nobody needs them, and
        overflow ones are closed */
     for (size_t k = self->idle_count; k-- > 0;) {
@@ -679,8 +679,7 @@ void pool_tick(pool_t *self)
         s_slot_t *slot = self->slots[index];
         if (self->config.recycle_s > 0 &&
             now - conn_created_ms(slot->conn) >= self->config.recycle_s * 1000) {
-            s_close(self, index, false, "recycled (older than recycle_s)");
-            self->replace_pending++;
+            s_retire(self, index, "recycled (older than recycle_s)");
         } else if (s_open(self) > (size_t)self->config.pool_size) {
             s_close(self, index, false, "overflow connection idle");
         }
