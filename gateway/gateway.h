@@ -49,6 +49,8 @@ typedef struct {
     size_t auth_cache_max;       /* entries in the token cache */
     int64_t subscribe_settle_ms; /* after a new topic subscription, wait before querying */
     int retry_after_s;           /* Retry-After on 503 */
+    int64_t health_cache_ms;     /* /health and /metrics are built at most once per this */
+    const char *ops_token;       /* "": /health and /metrics open; else they need it */
     int sse_keepalive_s;         /* a comment line on an SSE stream silent this long (0: never) */
     const char *static_dir;      /* web client files served at / ("" : none) */
     const char *tls_cert;        /* PEM certificate (chain) file; "" : plain HTTP */
@@ -72,6 +74,7 @@ typedef struct gw_t {
     events_t *events;              /* SUB to the brokers' event output */
     auth_cache_t *auth;            /* token -> (user, device), briefly cached */
     metrics_t *metrics;            /* counters and histograms for /metrics */
+    struct health_t *health;       /* /health and /metrics, built at most once a second */
     listener_t *listener;          /* accepts, reads request heads, authenticates upgrades */
     notify_t *notify;              /* the WebSocket actors, by user */
     static_files_t *static_files;  /* the web client, loaded at start */

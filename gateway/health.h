@@ -7,8 +7,14 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
+typedef struct health_t health_t;
 typedef struct health_call_t health_call_t;
+
+/* The answers of a gateway, each built at most once per cache_ms. NULL: no memory. */
+health_t *health_new(gw_t *gw, int64_t cache_ms);
+void health_destroy(health_t **self_p);
 
 /* The answer: status, a malloc'd body (ownership passes to the callee) and its
    content type. */

@@ -77,6 +77,7 @@ struct http_req_t {
     bool close;        /* Connection: close, then hang up */
     int retry_after_s; /* > 0: Retry-After */
     bool www_authenticate;
+    bool health_brief; /* /health without the operator token: the status only */
     char allow[48];
     /* chat.generate: PARTIALs, then the REPLY */
     bool chat;               /* a chat answer: CANCEL it when the client goes away */
@@ -567,7 +568,29 @@ static void s_on_health(void *arg, int status, char *body, size_t len, const cha
 {
     http_req_t *req = arg;
     req->health = NULL;
+    if (req->health_brief && body) {
+        /* without the operator token: the verdict only, for load balancers */
+        json_t *full = json_loadb(body, len, 0, NULL);
+        const char *verdict = json_string_value(json_object_get(full, "status"));
+        char *brief = NULL;
+        int n = asprintf(&brief, "{\"status\":\"%s\"}", verdict ? verdict : "down");
+        json_decref(full);
+        free(body);
+        body = n < 0 ? NULL : brief;
+        len = n < 0 ? 0 : (size_t)n;
+    }
     s_respond(req, status, type, body, len, false);
+}
+
+/* The request carries the operator token (or none is configured). */
+static bool s_ops_allowed(const http_req_t *req)
+{
+    const char *want = req->gw->cfg.ops_token, *token;
+    size_t len, want_len = strlen(want);
+    if (want_len == 0)
+        return true;
+    return validate_bearer(req->authorization, &token, &len) && len == want_len &&
+           sodium_memcmp(token, want, len) == 0;
 }
 
 /* Everything the client sent is here: check the token, then dispatch. */
@@ -578,6 +601,12 @@ static void s_start(http_req_t *req)
         return;
     req->started = true;
     if (req->route->id == ROUTE_HEALTH || req->route->id == ROUTE_METRICS) {
+        bool allowed = s_ops_allowed(req);
+        if (!allowed && req->route->id == ROUTE_METRICS) {
+            s_error(req, 401, "unauthorized", "/metrics needs the operator token (ops_token)");
+            return;
+        }
+        req->health_brief = !allowed;
         req->health = health_start(gw, req->route->id == ROUTE_METRICS, s_on_health, req);
         return;
     }

@@ -19,6 +19,7 @@
 #include "curve.h"
 #include "events.h"
 #include "http.h"
+#include "health.h"
 #include "listener.h"
 #include "metrics.h"
 #include "mp.h"
@@ -85,6 +86,10 @@ static const config_option_t s_options[] = {
     {"subscribe_settle_ms", CONFIG_INT, "50",
      "after subscribing to a user's events, wait this long before reading the database"},
     {"retry_after_s", CONFIG_INT, "1", "Retry-After of a 503"},
+    {"health_cache_ms", CONFIG_INT, "1000",
+     "/health and /metrics are built at most once per this; requests meanwhile share it"},
+    {"ops_token", CONFIG_STR, "",
+     "when set, /metrics and the detail of /health need Authorization: Bearer <it>"},
     {"drain_ms", CONFIG_INT, "3000", "on SIGTERM, how long requests in flight may take"},
     {"static_dir", CONFIG_STR, SLUICE_STATIC_DIR, "web client files served at / (empty: none)"},
     {"tls_cert", CONFIG_STR, "",
@@ -158,6 +163,7 @@ static void s_destroy_modules(gw_t *gw)
     server_stop(gw);
     notify_destroy(&gw->notify);
     auth_cache_destroy(&gw->auth);
+    health_destroy(&gw->health); /* before upstream: it cancels its calls there */
     upstream_destroy(&gw->upstream);
     events_destroy(&gw->events);
 }
@@ -344,6 +350,8 @@ static int s_load(s_main_t *m)
     cfg->auth_cache_max = (size_t)config_int(c, "auth_cache_max");
     cfg->subscribe_settle_ms = config_int(c, "subscribe_settle_ms");
     cfg->retry_after_s = (int)config_int(c, "retry_after_s");
+    cfg->health_cache_ms = config_int(c, "health_cache_ms");
+    cfg->ops_token = config_str(c, "ops_token");
     cfg->sse_keepalive_s = (int)config_int(c, "sse_keepalive_s");
     int64_t chat_deadline = config_int(c, "chat_deadline_ms");
     cfg->static_dir = config_str(c, "static_dir");
@@ -362,10 +370,12 @@ static int s_load(s_main_t *m)
         cfg->ws_queue_max < 16 || cfg->ws_db_max < 1 || cfg->max_connections < 1 ||
         cfg->auth_cache_max < 1 || cfg->internal_deadline_ms < 1 || cfg->ws_ping_s < 0 ||
         cfg->ws_ping_s > 30000 || chat_deadline < 1 || chat_deadline > 3600 * 1000 ||
-        cfg->sse_keepalive_s < 0 || cfg->sse_keepalive_s > 3600) {
+        cfg->sse_keepalive_s < 0 || cfg->sse_keepalive_s > 3600 || cfg->health_cache_ms < 0 ||
+        cfg->health_cache_ms > 60000) {
         fprintf(stderr, "sluice-gateway: a setting is out of range (see --help and "
                         "docs/config.md: port 0-65535, max_header_bytes 1024-65535, "
-                        "chat_deadline_ms 1-3600000, sse_keepalive_s 0-3600, ...)\n");
+                        "chat_deadline_ms 1-3600000, sse_keepalive_s 0-3600, "
+                        "health_cache_ms 0-60000, ...)\n");
         return -1;
     }
     /* connections above the descriptor limit would fail at accept(): cap them so
@@ -421,6 +431,7 @@ int main(int argc, char **argv)
     int exit_code = 1;
 
     gw->metrics = metrics_new();
+    gw->health = health_new(gw, gw->cfg.health_cache_ms);
     gw->tls = gw->cfg.tls_cert[0] != 0;
     gw->throttle = throttle_new(gw);
     gw->static_files = static_files_new(gw->cfg.static_dir);
@@ -433,7 +444,8 @@ int main(int argc, char **argv)
         gw->auth = auth_cache_new(gw->upstream, gw->events, &acfg);
     if (gw->auth)
         gw->notify = notify_new(gw);
-    if (!gw->static_files || !gw->notify || !gw->throttle || server_start(gw) != 0 ||
+    if (!gw->static_files || !gw->notify || !gw->throttle || !gw->health ||
+        server_start(gw) != 0 ||
         !(gw->listener = listener_new(gw))) {
         slog_error("gateway: start failed");
         goto out;

@@ -462,7 +462,12 @@ static void s_on_page(void *arg, bool final, int status, const msgpack_object *b
     int64_t next = 0;
     if (mp_get_int(data, "next_after", &next) && next > c->cursor)
         c->cursor = next;
-    if (items->via.array.size < S_PAGE) {
+    /* The worker cuts pages by bytes too: only it can say this was the last page
+       (design rule 7). A reply without "more" ends on an empty page. */
+    const msgpack_object *more = mp_get(data, "more");
+    bool last = more ? !(more->type == MSGPACK_OBJECT_BOOLEAN && more->via.boolean)
+                     : items->via.array.size == 0;
+    if (last) {
         if (c->cursor > c->threshold)
             c->threshold = c->cursor;
         s_go_live(c);

@@ -21,6 +21,7 @@
 
 #define S_CLIP_LIMIT_DEFAULT 100
 #define S_CLIP_LIMIT_MAX 500
+#define S_MSG_LIMIT_MAX 1000 /* chat.message.list's own bound and default */
 
 void gw_err_set(gw_err_t *err, int status, const char *code, const char *fmt, ...)
 {
@@ -324,6 +325,25 @@ static int s_query_id(const char *const *args, size_t nargs, const char *name, i
     return 0;
 }
 
+/* ?limit=N, 1..max; *limit keeps its default when absent. */
+static int s_query_limit(const char *const *args, size_t nargs, int64_t max, int64_t *limit,
+                         gw_err_t *err)
+{
+    const char *v;
+    size_t len;
+    int q = s_query(args, nargs, "limit", &v, &len);
+    if (q < 0) {
+        gw_err_set(err, 400, "bad_request", "query parameter \"limit\" given more than once");
+        return -1;
+    }
+    if (q == 1 && (!validate_id(v, len, limit) || *limit < 1 || *limit > max)) {
+        gw_err_set(err, 400, "bad_request", "\"limit\" must be a number from 1 to %lld",
+                   (long long)max);
+        return -1;
+    }
+    return 0;
+}
+
 int validate_notify_query(const char *const *args, size_t nargs, const char **token,
                           size_t *token_len, int64_t *after, gw_err_t *err)
 {
@@ -465,30 +485,33 @@ int validate_request(const validate_in_t *in, msgpack_sbuffer *out, gw_err_t *er
         msgpack_pack_map(&pk, 1);
         mp_pack_kv_int(&pk, "id", id);
         break;
-    case ROUTE_MSG_LIST:
-        if (s_param_id(in, "the conversation id", &id, err) < 0)
+    case ROUTE_MSG_LIST: {
+        /* paged like the clipboard: ?after= oldest first, or ?before= newest first */
+        int64_t before = 0;
+        limit = S_MSG_LIMIT_MAX;
+        if (s_param_id(in, "the conversation id", &id, err) < 0 ||
+            s_query_id(in->args, in->nargs, "after", &after, err) < 0 ||
+            s_query_id(in->args, in->nargs, "before", &before, err) < 0 ||
+            s_query_limit(in->args, in->nargs, S_MSG_LIMIT_MAX, &limit, err) < 0)
             goto done;
-        validate_pack_head(&pk, r->op, in->user_id, in->device_id, idem, idempotent, in->trace);
-        msgpack_pack_map(&pk, 1);
-        mp_pack_kv_int(&pk, "conversation_id", id);
-        break;
-    case ROUTE_CLIP_LIST:
-        if (s_query_id(in->args, in->nargs, "after", &after, err) < 0)
+        if (after && before) {
+            gw_err_set(err, 400, "bad_request", "give \"after\" or \"before\", not both");
             goto done;
-        {
-            const char *v;
-            int q = s_query(in->args, in->nargs, "limit", &v, &len);
-            if (q < 0) {
-                gw_err_set(err, 400, "bad_request",
-                           "query parameter \"limit\" given more than once");
-                goto done;
-            }
-            if (q == 1 && (!validate_id(v, len, &limit) || limit < 1 || limit > S_CLIP_LIMIT_MAX)) {
-                gw_err_set(err, 400, "bad_request", "\"limit\" must be a number from 1 to %d",
-                           S_CLIP_LIMIT_MAX);
-                goto done;
-            }
         }
+        validate_pack_head(&pk, r->op, in->user_id, in->device_id, idem, idempotent, in->trace);
+        msgpack_pack_map(&pk, 3);
+        mp_pack_kv_int(&pk, "conversation_id", id);
+        mp_pack_kv_int(&pk, "limit", limit);
+        if (before)
+            mp_pack_kv_int(&pk, "before", before);
+        else
+            mp_pack_kv_int(&pk, "after", after);
+        break;
+    }
+    case ROUTE_CLIP_LIST:
+        if (s_query_id(in->args, in->nargs, "after", &after, err) < 0 ||
+            s_query_limit(in->args, in->nargs, S_CLIP_LIMIT_MAX, &limit, err) < 0)
+            goto done;
         validate_pack_head(&pk, r->op, in->user_id, in->device_id, idem, idempotent, in->trace);
         msgpack_pack_map(&pk, 2);
         mp_pack_kv_int(&pk, "after", after);

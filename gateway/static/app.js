@@ -214,7 +214,15 @@ const clipboard = {
   async loadRecent(seq, keep = 200) {
     try {
       const from = Math.max(0, seq - keep);
-      const page = await api("GET", `/v1/clipboard?after=${from}&limit=${keep}`);
+      // pages are cut by bytes too: only more === false ends the range
+      const got = [];
+      for (let after = from, more = true; more;) {
+        const page = await api("GET", `/v1/clipboard?after=${after}&limit=${keep}`);
+        got.push(...page.items);
+        more = page.more && page.next_after < seq;
+        after = page.next_after;
+      }
+      const page = { items: got };
       const held = new Set(page.items.map((it) => String(it.id)));
       for (const [id, it] of this.items) {
         if (Number(it.seq) > from && Number(it.seq) <= seq && !held.has(id)) this.items.delete(id);
@@ -277,7 +285,14 @@ async function openConversation(id) {
   chat.current = id;
   $("#msg-content").disabled = false;
   $("#msg-send").disabled = false;
-  const { messages } = await api("GET", `/v1/chat/conversations/${id}/messages`);
+  const messages = [];
+  for (let after = 0, more = true; more;) {  // pages are cut by bytes: read to the end
+    const page = await api("GET", `/v1/chat/conversations/${id}/messages?after=${after}`);
+    messages.push(...page.messages);
+    more = page.more;
+    after = page.next_after;
+  }
+  if (chat.current !== id) return;  // another conversation was opened meanwhile
   $("#msg-list").replaceChildren(...messages.map(messageNode));
   loadConversations();
 }
@@ -368,9 +383,14 @@ const operator = {
     if (!this.active) return;
     let health = null, metrics = "";
     try {
-      const res = await fetch("/health");
+      // with the gateway's ops_token set, the detail needs it (kept in this browser)
+      const token = $("#op-token").value || localStorage.getItem("sluice.opsToken") || "";
+      const headers = token ? { Authorization: `Bearer ${token}` } : {};
+      const res = await fetch("/health", { headers });
       health = await res.json();
-      metrics = await (await fetch("/metrics")).text();
+      const mres = await fetch("/metrics", { headers });
+      $("#op-token-row").hidden = mres.status !== 401 && !token;
+      metrics = mres.ok ? await mres.text() : "";
     } catch (e) { $("#op-status").textContent = "unreachable"; $("#op-status").className = "state bad"; }
     if (health) this.render(health, metrics);
     clearTimeout(this.timer);
@@ -474,6 +494,7 @@ $("#msg-form").addEventListener("submit", (e) => {
   sendMessage(text);
 });
 $("#msg-stop").addEventListener("click", () => chat.abort?.abort());
+$("#op-token").addEventListener("change", (e) => localStorage.setItem("sluice.opsToken", e.target.value));
 // Ctrl+Enter (Cmd+Enter) sends; Enter alone keeps adding lines
 $("#msg-content").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && !$("#msg-send").disabled) $("#msg-form").requestSubmit();

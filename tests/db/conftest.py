@@ -123,16 +123,11 @@ class Stack:
         for c in self.clients:
             c.close()
         errors = []
-        for w in self.workers:
+        for w in self.workers + ([self.broker] if self.broker else []):
             try:
-                if w.alive():
-                    w.stop(timeout=20)
-                else:
-                    w.kill()
+                w.finish(timeout=20)
             except AssertionError as e:
                 errors.append(str(e))
-        if self.broker:
-            self.broker.stop(check=False)
         if errors:
             raise AssertionError("\n".join(errors))
 

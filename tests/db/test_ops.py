@@ -126,11 +126,11 @@ def test_clipboard(env):
     r = c.call("clipboard.list", {"after": first_seq, "limit": 3}, auth=a)
     assert r["status"] == 200
     assert r["data"]["items"] == items[:3]
-    assert r["data"]["next_after"] == items[2]["seq"]
+    assert r["data"]["next_after"] == items[2]["seq"] and r["data"]["more"] is True
     r = c.call("clipboard.list", {"after": r["data"]["next_after"]}, auth=a)
-    assert r["data"]["items"] == items[3:]
+    assert r["data"]["items"] == items[3:] and r["data"]["more"] is False
     r = c.call("clipboard.list", {"after": items[-1]["seq"]}, auth=a)
-    assert r["data"] == {"items": [], "next_after": items[-1]["seq"]}
+    assert r["data"] == {"items": [], "next_after": items[-1]["seq"], "more": False}
     assert c.call("clipboard.latest", auth=a)["data"] == items[-1]
 
     # isolation: the other user sees nothing and cannot delete
@@ -164,7 +164,8 @@ def test_chat(env):
     assert c.call("chat.conversation.list", auth=auth_of(other))["data"]["conversations"] == []
 
     cid = c1["data"]["id"]
-    assert c.call("chat.message.list", {"conversation_id": cid}, auth=a)["data"] == {"messages": []}
+    assert c.call("chat.message.list", {"conversation_id": cid}, auth=a)["data"] == {
+        "messages": [], "next_after": 0, "more": False}
     b = c.call("chat.message.begin", {"conversation_id": cid, "content": "hi there"}, auth=a)
     assert b["status"] == 201, b
     um, am = b["data"]["user_message"], b["data"]["assistant_message"]
@@ -176,6 +177,15 @@ def test_chat(env):
     msgs = c.call("chat.message.list", {"conversation_id": cid}, auth=a)["data"]["messages"]
     assert [(m["role"], m["content"], m["status"]) for m in msgs] == [
         ("user", "hi there", "complete"), ("assistant", "hi", "streaming")]
+    # paged both ways: one at a time oldest first, newest first below an id
+    r = c.call("chat.message.list", {"conversation_id": cid, "limit": 1}, auth=a)["data"]
+    assert r == {"messages": msgs[:1], "next_after": msgs[0]["id"], "more": True}
+    r = c.call("chat.message.list", {"conversation_id": cid, "after": r["next_after"]},
+               auth=a)["data"]
+    assert r["messages"] == msgs[1:] and r["more"] is False
+    r = c.call("chat.message.list", {"conversation_id": cid, "before": am["id"]}, auth=a)
+    assert r["data"]["messages"] == msgs[:1] and r["data"]["more"] is False
+    assert r["data"]["next_before"] == r["data"]["messages"][0]["id"]
 
     # not the user's: 404 everywhere
     oa = auth_of(other)
@@ -259,6 +269,10 @@ BAD_INPUTS = [
     ("chat.conversation.create", {"title": ["x"]}),
     ("chat.conversation.create", {"title": "x" * 256}),
     ("chat.message.list", {}),
+    ("chat.message.list", {"conversation_id": 1, "after": -1}),
+    ("chat.message.list", {"conversation_id": 1, "after": 1, "before": 5}),
+    ("chat.message.list", {"conversation_id": 1, "limit": 1001}),
+    ("chat.message.list", {"conversation_id": 1, "max_bytes": 0}),
     ("chat.message.begin", {"conversation_id": 1, "content": ""}),
     ("chat.message.checkpoint", {"message_id": BIG, "content": "x"}),
     ("chat.message.finish", {"message_id": 1, "content": "x", "status": 3}),

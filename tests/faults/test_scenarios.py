@@ -126,10 +126,13 @@ def test_kill_dbworker(make_stack, mariadb, database, report, capsys):
 def test_kill_streamworker(make_stack, mariadb, database, report, capsys):
     def fault(s, ld, ctx):
         # kill it while it is streaming an answer
-        end = time.monotonic() + 10
+        end = time.monotonic() + 20
         while time.monotonic() < end and "streaming" not in str(
                 mariadb.sql("SELECT status FROM messages WHERE status='streaming'", database)):
             time.sleep(0.02)
+        assert "streaming" in str(mariadb.sql(
+            "SELECT status FROM messages WHERE status='streaming'", database)), \
+            "no answer was streaming when the stream worker was to be killed"
         s.streamworker.kill()
         time.sleep(0.5)
         s.start_streamworker()  # same journal dir: it adopts the dead one's answers
@@ -249,7 +252,11 @@ def test_row_lock_held(make_stack, mariadb, database, report, capsys):
             cli.close()
         seen["others"] = [r for r in ld.results if r.user != victim.tag and t0 <= r.start and
                           r.end <= t1]
+        seen["victim"] = [r for r in ld.results if r.user == victim.tag and t0 <= r.start <= t1]
     run(make_stack, mariadb, database, report, capsys, "6 row lock held 6s", fault)
+    # the victim's writes waited on the lock and got their 504 at the deadline
+    assert any(r.status == 504 for r in seen["victim"]), [
+        (r.kind, r.status, r.note) for r in seen["victim"]]
     assert len(seen["others"]) >= 10, "too little load on the other users to show anything"
     assert all(200 <= r.status < 300 for r in seen["others"]), [
         (r.kind, r.status, r.note) for r in seen["others"] if not 200 <= r.status < 300]

@@ -192,7 +192,7 @@ def test_chat_conversations_and_messages(stack):
     convs = stack.get("/v1/chat/conversations", token=ann.token).json()["conversations"]
     assert [c["id"] for c in convs] == [c2["id"], c1["id"]]  # newest first
     r = stack.get("/v1/chat/conversations/%s/messages" % c1["id"], token=ann.token)
-    assert r.status_code == 200 and r.json() == {"messages": []}
+    assert r.status_code == 200 and r.json() == {"messages": [], "next_after": 0, "more": False}
     other = stack.user()
     assert stack.get("/v1/chat/conversations", token=other.token).json()["conversations"] == []
     error_of(stack.post("/v1/chat/conversations", {"title": 3}, token=ann.token), 400,

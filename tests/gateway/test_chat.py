@@ -180,9 +180,16 @@ def conversation(stack, dev, title="t"):
 
 
 def messages(stack, dev, conv_id):
-    r = stack.get("/v1/chat/conversations/%s/messages" % conv_id, token=dev.token)
-    assert r.status_code == 200, r.text
-    return r.json()["messages"]
+    """Every message, oldest first: pages until the server says there is no more."""
+    out, after = [], 0
+    while True:
+        r = stack.get("/v1/chat/conversations/%s/messages?after=%s" % (conv_id, after),
+                      token=dev.token)
+        assert r.status_code == 200, r.text
+        out += r.json()["messages"]
+        after = r.json()["next_after"]
+        if not r.json()["more"]:
+            return out
 
 
 def wait_for(what, probe, timeout=20.0):

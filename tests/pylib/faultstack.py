@@ -110,17 +110,13 @@ class FaultStack(Stack):
         if self.streamworker is not None:
             ps.append(self.streamworker)
         ps += self.workers
+        if self.broker is not None:
+            ps.append(self.broker)
         for p in ps:
-            if not p.alive():
-                if not p._log.closed:
-                    p.kill()  # already gone (killed by the test): reap it
-                continue
             try:
-                p.stop(timeout=20)
+                p.finish(timeout=20)
             except AssertionError as e:
                 errors.append(str(e))
-        if self.broker is not None and self.broker.alive():
-            self.broker.stop(check=False)
         if errors:
             raise AssertionError("\n".join(errors))
 

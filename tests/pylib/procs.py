@@ -62,6 +62,10 @@ def wait_port(port, timeout=10.0):
     raise TimeoutError("nothing listening on port %d after %.1fs" % (port, timeout))
 
 
+# what AddressSanitizer, LeakSanitizer and UBSan print when they find something
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error: ")
+
+
 class Proc:
     """A child process with its stderr/stdout in a log file.
 
@@ -80,6 +84,7 @@ class Proc:
         os.makedirs(log_dir, exist_ok=True)
         self.log_path = os.path.join(log_dir, "%s-%d-%d.log" % (self.name, os.getpid(), id(self)))
         self._log = open(self.log_path, "wb")
+        self.killed = False  # kill() was called: its exit status is the test's doing
         self.popen = subprocess.Popen(self.args, env=full_env, stdout=self._log,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
@@ -98,8 +103,18 @@ class Proc:
         if self.alive():
             self.popen.send_signal(sig)
 
+    def finish(self, timeout=15.0):
+        """The end of a test's process: one the test killed (kill()) is reaped; any
+        other must exit 0 on SIGTERM with no sanitizer report, including one that
+        already died on its own (so a crash is never passed over)."""
+        if self.killed:
+            self.kill()
+            return None
+        return self.stop(timeout=timeout)
+
     def stop(self, timeout=15.0, check=True):
-        """SIGTERM, wait, and (check=True) assert exit status 0."""
+        """SIGTERM, wait, and (check=True) assert exit status 0 and no sanitizer
+        report in the log."""
         if self.alive():
             self.popen.send_signal(signal.SIGTERM)
         try:
@@ -114,9 +129,17 @@ class Proc:
         if check and rc != 0:
             raise AssertionError("%s exited with %d after SIGTERM; log:\n%s"
                                  % (self.name, rc, self.log()[-4000:]))
+        if check:
+            log = self.log()
+            for mark in SANITIZER_MARKS:
+                if mark in log:
+                    at = log.index(mark)
+                    raise AssertionError("%s: sanitizer report in its log:\n%s"
+                                         % (self.name, log[max(0, at - 200):at + 3000]))
         return rc
 
     def kill(self):
+        self.killed = True
         if self.alive():
             self.popen.kill()
         self.popen.wait()

@@ -123,14 +123,13 @@ class Stack:
     def stop(self):
         errors = []
         procs_ = [self.gateway.proc] + self.workers
-        if self.streamworker is not None and self.streamworker.alive():
+        if self.streamworker is not None:
             procs_.insert(1, self.streamworker)
-        for p in procs_:
+        for p in procs_ + [self.broker]:
             try:
-                p.stop(timeout=20)
+                p.finish(timeout=20)
             except AssertionError as e:
                 errors.append(str(e))
-        self.broker.stop(check=False)
         if errors:
             raise AssertionError("\n".join(errors))
 

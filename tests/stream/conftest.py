@@ -88,10 +88,16 @@ def begin_stream(client, user, conversation_id, content, deadline_ms=60000):
 
 
 def messages(client, user, conversation_id):
-    r = client.call("chat.message.list", {"conversation_id": conversation_id},
-                    auth=auth_of(user))
-    assert r["status"] == 200, r
-    return r["data"]["messages"]
+    """Every message, oldest first: pages until the worker says there is no more."""
+    out, after = [], 0
+    while True:
+        r = client.call("chat.message.list", {"conversation_id": conversation_id,
+                                              "after": after}, auth=auth_of(user))
+        assert r["status"] == 200, r
+        out += r["data"]["messages"]
+        after = r["data"]["next_after"]
+        if not r["data"]["more"]:
+            return out
 
 
 def wait_message(client, user, conversation_id, message_id, pred, timeout=15.0):

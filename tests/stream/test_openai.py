@@ -4,7 +4,8 @@ the conversation as context, then every way a provider fails - each ends the
 message `failed` with the error kept, and the requester gets a clear error."""
 import pytest
 
-from conftest import generate, messages, start_streamworker, wait_message, wait_service
+from conftest import (auth_of, generate, messages, new_conversation, start_streamworker,
+                      wait_message, wait_service)
 
 KEY = "sk-test-not-a-real-key"
 
@@ -53,6 +54,34 @@ def test_stream_with_context(openai_chat):
         {"role": "user", "content": "first question"},
         {"role": "assistant", "content": "Hello, world!"},
         {"role": "user", "content": "second question"}]
+
+
+def test_context_is_the_newest_within_its_budget(openai_chat):
+    """A conversation longer than a page (five 900 KB questions): the context is
+    taken newest first within max_context_bytes, so the new question is in it and
+    the oldest ones are not. (Read oldest first, the page ended before the newest
+    messages and the provider never saw the question it answered.)"""
+    ch = openai_chat
+    c, a = ch.client, auth_of(ch.user)
+    ch.conversation = new_conversation(c, ch.user)
+    big = ["%d" % i * (900 * 1024) for i in range(5)]
+    for text in big:
+        r = c.call("chat.message.begin", {"conversation_id": ch.conversation,
+                                          "content": text}, auth=a)
+        assert r["status"] == 201, r
+        r = c.call("chat.message.finish", {"message_id": r["data"]["assistant_message"]["id"],
+                                           "content": "ok", "status": "complete"}, auth=a)
+        assert r["status"] == 200, r
+    reply, _, _ = ask(ch, "the newest question")
+    assert reply["status"] == 200, reply
+    sent = ch.fake.requests[-1]["body"]["messages"]
+    assert sent[-1] == {"role": "user", "content": "the newest question"}
+    assert sent[0]["role"] == "system"
+    # newest first within the 1 MiB default: back to the last big question and the
+    # answer before it; the four older questions do not fit
+    assert sent[1:-1] == [{"role": "assistant", "content": "ok"},
+                          {"role": "user", "content": big[-1]},
+                          {"role": "assistant", "content": "ok"}]
 
 
 @pytest.mark.parametrize("mode,code,status,kept,in_message", [

@@ -11,6 +11,7 @@
 #define S_ERROR_MAX 2000
 #define S_LIST_MAX 1000
 #define S_LIST_BYTES_MAX (SMP_BODY_MAX - 256 * 1024)
+#define S_ITEM_OVERHEAD 256 /* what a row adds to a reply beside its content */
 
 /* {id, role, content, status, created_at[, error]} from the given row, whose columns
    are id, role, content, status, error, created_at starting at col. */
@@ -113,46 +114,73 @@ void op_chat_conversation_list(dbop_t *op)
 }
 
 typedef struct {
-    int64_t conversation_id;
+    int64_t conversation_id, after, before, limit, max_bytes;
 } s_msg_list_t;
 
-/* chat.message.list {conversation_id} -> 200 {messages} oldest first; 404 when not the
-   user's */
+/*  chat.message.list {conversation_id, after?, before?, limit?, max_bytes?} -> 200
+    {messages, next_after | next_before, more}; 404 when not the user's.
+    Oldest first from `after` (default 0); with `before`, newest first below it,
+    which is how a stream worker takes the newest messages as context within a byte
+    budget. Pages are cut by bytes in SQL as in clipboard.list (a 10,000-message
+    conversation of 1 MiB messages costs the worker one page), and `more` says
+    whether the page is the last: one shorter than its limit may not be. One round
+    trip: the conversation row (ownership; no row: 404) joined with the page. */
 void op_chat_message_list(dbop_t *op)
 {
     s_msg_list_t *st = OP_STATE(op, s_msg_list_t);
     OP_BEGIN(op);
-    if (!arg_id(op, "conversation_id", true, &st->conversation_id))
+    if (!arg_id(op, "conversation_id", true, &st->conversation_id) ||
+        !arg_int(op, "after", 0, INT64_MAX, 0, &st->after) ||
+        !arg_int(op, "before", 1, INT64_MAX, 0, &st->before) ||
+        !arg_int(op, "limit", 1, S_LIST_MAX, S_LIST_MAX, &st->limit) ||
+        !arg_int(op, "max_bytes", 1, S_LIST_BYTES_MAX, S_LIST_BYTES_MAX, &st->max_bytes))
         return;
-    /* one round trip: the conversation row (ownership) joined with its messages */
-    OP_EXEC(op,
-            "SELECT c.id, m.id, m.role, m.content, m.status, m.error, m.created_at"
-            " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id"
-            " WHERE c.id = ? AND c.user_id = ? ORDER BY m.id LIMIT 10000",
-            P_INT(st->conversation_id), P_INT(op->user_id));
+    if (st->before && st->after) {
+        dbop_error(op, 400, "bad_request", "give \"after\" or \"before\", not both");
+        return;
+    }
+    if (!st->before) {
+        OP_EXEC(op,
+                "SELECT c.id, m.id, m.role, m.content, m.status, m.error, m.created_at, w.total"
+                " FROM conversations c LEFT JOIN (SELECT id,"
+                " ROW_NUMBER() OVER (ORDER BY id) AS rn, SUM(len) OVER (ORDER BY id) AS run,"
+                " COUNT(*) OVER () AS total FROM (SELECT id, LENGTH(content) + ? AS len"
+                " FROM messages WHERE conversation_id = ? AND id > ? ORDER BY id LIMIT ?) p) w"
+                " ON w.rn <= ? AND (w.rn = 1 OR w.run <= ?) LEFT JOIN messages m ON m.id = w.id"
+                " WHERE c.id = ? AND c.user_id = ? ORDER BY m.id",
+                P_INT(S_ITEM_OVERHEAD), P_INT(st->conversation_id), P_INT(st->after),
+                P_INT(st->limit + 1), P_INT(st->limit), P_INT(st->max_bytes),
+                P_INT(st->conversation_id), P_INT(op->user_id));
+    } else {
+        OP_EXEC(op,
+                "SELECT c.id, m.id, m.role, m.content, m.status, m.error, m.created_at, w.total"
+                " FROM conversations c LEFT JOIN (SELECT id,"
+                " ROW_NUMBER() OVER (ORDER BY id DESC) AS rn,"
+                " SUM(len) OVER (ORDER BY id DESC) AS run,"
+                " COUNT(*) OVER () AS total FROM (SELECT id, LENGTH(content) + ? AS len"
+                " FROM messages WHERE conversation_id = ? AND id < ? ORDER BY id DESC LIMIT ?) p)"
+                " w ON w.rn <= ? AND (w.rn = 1 OR w.run <= ?) LEFT JOIN messages m ON m.id = w.id"
+                " WHERE c.id = ? AND c.user_id = ? ORDER BY m.id DESC",
+                P_INT(S_ITEM_OVERHEAD), P_INT(st->conversation_id), P_INT(st->before),
+                P_INT(st->limit + 1), P_INT(st->limit), P_INT(st->max_bytes),
+                P_INT(st->conversation_id), P_INT(op->user_id));
+    }
     if (op->res.rows == 0) {
         dbop_error(op, 404, "not_found", "no such conversation");
         return;
     }
-    size_t n = 0, bytes = 0;
-    for (size_t r = 0; r < op->res.rows; r++) {
-        if (dbres_cell(&op->res, r, 1)->null)
-            continue;
-        bytes += dbres_cell(&op->res, r, 3)->len + 256;
-        if (n > 0 && bytes > S_LIST_BYTES_MAX)
-            break;
-        n++;
-    }
+    /* no message: one row of the conversation with NULLs */
+    size_t n = dbres_cell(&op->res, 0, 1)->null ? 0 : op->res.rows;
     msgpack_packer *pk = dbop_reply(op, 200);
-    msgpack_pack_map(pk, 1);
+    msgpack_pack_map(pk, 3);
     mp_pack_cstr(pk, "messages");
     msgpack_pack_array(pk, n);
-    for (size_t r = 0, done = 0; r < op->res.rows && done < n; r++) {
-        if (dbres_cell(&op->res, r, 1)->null)
-            continue;
+    for (size_t r = 0; r < n; r++)
         s_pack_message_row(pk, &op->res, r, 1);
-        done++;
-    }
+    int64_t from = st->before ? st->before : st->after;
+    mp_pack_kv_int(pk, st->before ? "next_before" : "next_after",
+                   n ? dbres_cell(&op->res, n - 1, 1)->i : from);
+    mp_pack_kv_bool(pk, "more", n > 0 && dbres_cell(&op->res, 0, 7)->i > (int64_t)n);
     dbop_done(op);
     OP_END(op);
 }

@@ -114,7 +114,13 @@ typedef struct {
     int64_t after, limit;
 } s_list_t;
 
-/* clipboard.list {after, limit} -> 200 {items, next_after}: seq > after, ascending */
+/*  clipboard.list {after, limit} -> 200 {items, next_after, more}: seq > after,
+    ascending. The page is cut by bytes in SQL, not after the fact: the innermost
+    SELECT reads only seq and LENGTH(content) of limit + 1 rows, the window sums their
+    sizes, and only rows within the budget (always at least one) are fetched whole.
+    So a limit=500 page of 1 MiB items costs the worker one page, never 500 MiB. The
+    extra row and COUNT(*) OVER () say whether more follows: a page shorter than its
+    limit is not the end (design rule 7), `more` is. */
 void op_clipboard_list(dbop_t *op)
 {
     s_list_t *st = OP_STATE(op, s_list_t);
@@ -123,22 +129,24 @@ void op_clipboard_list(dbop_t *op)
         !arg_int(op, "limit", 1, 500, 100, &st->limit))
         return;
     OP_EXEC(op,
-            "SELECT id, seq, content, content_type, source_device_id, created_at"
-            " FROM clipboard_items WHERE user_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            P_INT(op->user_id), P_INT(st->after), P_INT(st->limit));
-    size_t n = 0, bytes = 0;
-    for (; n < op->res.rows; n++) {
-        bytes += dbres_cell(&op->res, n, 2)->len + S_ITEM_OVERHEAD;
-        if (n > 0 && bytes > S_LIST_BYTES_MAX)
-            break;
-    }
+            "SELECT i.id, i.seq, i.content, i.content_type, i.source_device_id, i.created_at,"
+            " w.total FROM (SELECT seq, ROW_NUMBER() OVER (ORDER BY seq) AS rn,"
+            " SUM(len) OVER (ORDER BY seq) AS run, COUNT(*) OVER () AS total"
+            " FROM (SELECT seq, LENGTH(content) + ? AS len FROM clipboard_items"
+            " WHERE user_id = ? AND seq > ? ORDER BY seq LIMIT ?) p) w"
+            " JOIN clipboard_items i ON i.user_id = ? AND i.seq = w.seq"
+            " WHERE w.rn <= ? AND (w.rn = 1 OR w.run <= ?) ORDER BY i.seq",
+            P_INT(S_ITEM_OVERHEAD), P_INT(op->user_id), P_INT(st->after), P_INT(st->limit + 1),
+            P_INT(op->user_id), P_INT(st->limit), P_INT(S_LIST_BYTES_MAX));
+    size_t n = op->res.rows;
     msgpack_packer *pk = dbop_reply(op, 200);
-    msgpack_pack_map(pk, 2);
+    msgpack_pack_map(pk, 3);
     mp_pack_cstr(pk, "items");
     msgpack_pack_array(pk, n);
     for (size_t r = 0; r < n; r++)
         s_pack_row(pk, &op->res, r);
     mp_pack_kv_int(pk, "next_after", n ? dbres_cell(&op->res, n - 1, 1)->i : st->after);
+    mp_pack_kv_bool(pk, "more", n > 0 && dbres_cell(&op->res, 0, 6)->i > (int64_t)n);
     dbop_done(op);
     OP_END(op);
 }

@@ -17,6 +17,7 @@
 #define S_RETRY_MAX_MS 2000  /* doubling up to this, for up to S_URGENT_WAIT_MS */
 /* A CANCEL this close to the request's deadline is the broker's deadline CANCEL */
 #define S_DEADLINE_SLACK_MS 250
+#define S_LIST_LIMIT_MAX 1000               /* the largest page chat.message.list gives */
 #define S_URGENT_WAIT_MS ACTOR_BEGIN_MAX_MS /* budget of begin and finish (s_call_send_long) */
 
 /* S_REPLAY: the begin returned what an earlier request with the same Idempotency-Key
@@ -167,8 +168,8 @@ static msgpack_packer s_event_start(actor_t *self, const char *event, uint32_t n
 static const msgpack_object *s_find_message(int status, const msgpack_object *body, int64_t id)
 {
     const msgpack_object *list = mp_get(mp_get(body, "data"), "messages");
-    for (uint32_t i = 0; status == 200 && list && list->type == MSGPACK_OBJECT_ARRAY &&
-                         i < list->via.array.size;
+    for (uint32_t i = 0;
+         status == 200 && list && list->type == MSGPACK_OBJECT_ARRAY && i < list->via.array.size;
          i++) {
         int64_t got;
         if (mp_get_int(&list->via.array.ptr[i], "id", &got) && got == id)
@@ -196,6 +197,18 @@ static void s_end(actor_t *self)
 static msgpack_packer s_call_start(actor_t *self, const char *op, uint32_t nargs)
 {
     return client_request_start(self->env->scratch, op, self->user_id, self->device_id, nargs);
+}
+
+/*  chat.message.list of just the message with this id: the page that starts right
+    before it, one message long. Reading the whole conversation and searching it
+    would miss a message beyond the first page of a long one. */
+static msgpack_packer s_list_one_start(actor_t *self, int64_t message_id)
+{
+    msgpack_packer pk = s_call_start(self, "chat.message.list", 3);
+    mp_pack_kv_int(&pk, "conversation_id", self->conversation_id);
+    mp_pack_kv_int(&pk, "after", message_id - 1);
+    mp_pack_kv_int(&pk, "limit", 1);
+    return pk;
 }
 
 static uint64_t s_call_send(actor_t *self, client_priority_t priority, client_reply_fn *fn)
@@ -294,8 +307,7 @@ static void s_on_finish(void *arg, int status, const msgpack_object *body)
     }
     env->stats->db_errors++;
     if (status == 409 && self->finish_attempts > 1) {
-        msgpack_packer pk = s_call_start(self, "chat.message.list", 1);
-        mp_pack_kv_int(&pk, "conversation_id", self->conversation_id);
+        s_list_one_start(self, self->message_id);
         self->call = s_call_send_long(self, s_on_confirm);
         if (self->call)
             return;
@@ -510,7 +522,9 @@ static void s_start_provider(actor_t *self, const provider_message_t *messages, 
     }
 }
 
-/* chat.message.list answered: the earlier messages become the provider's context. */
+/*  chat.message.list answered, newest first: the earlier messages become the
+    provider's context, oldest first. The newest is the user's new message: the
+    worker always returns a page's first row, whatever the byte budget. */
 static void s_on_context(void *arg, int status, const msgpack_object *body)
 {
     actor_t *self = arg;
@@ -530,7 +544,7 @@ static void s_on_context(void *arg, int status, const msgpack_object *body)
         return;
     }
     size_t count = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = n; i-- > 0;) {
         const msgpack_object *m = &list->via.array.ptr[i];
         int64_t id = 0;
         const char *role, *content, *state;
@@ -601,8 +615,7 @@ static void s_on_replayed(void *arg, int status, const msgpack_object *body)
 static void s_replay(actor_t *self)
 {
     self->state = S_REPLAY;
-    msgpack_packer pk = s_call_start(self, "chat.message.list", 1);
-    mp_pack_kv_int(&pk, "conversation_id", self->conversation_id);
+    s_list_one_start(self, self->message_id);
     self->call = s_call_send(self, CLIENT_URGENT, s_on_replayed);
     if (!self->call) {
         s_reply_error(self, 503, "unavailable", "out of memory in the stream worker");
@@ -616,9 +629,9 @@ static void s_replay(actor_t *self)
     back, never a second pair of rows. Returns the call id (0: out of memory). */
 static uint64_t s_send_begin(actor_t *self)
 {
-    msgpack_packer pk = client_request_start_idem(self->env->scratch, "chat.message.begin",
-                                                  self->user_id, self->device_id, 3,
-                                                  self->begin_idem);
+    msgpack_packer pk =
+        client_request_start_idem(self->env->scratch, "chat.message.begin", self->user_id,
+                                  self->device_id, 3, self->begin_idem);
     mp_pack_kv_int(&pk, "conversation_id", self->conversation_id);
     mp_pack_kv_int(&pk, "nonce", self->nonce);
     mp_pack_cstr(&pk, "content");
@@ -681,15 +694,19 @@ static void s_on_begin(void *arg, int status, const msgpack_object *body)
         int64_t waited = clock_now_ms() - self->begin_first_ms;
         if (self->begin_unknown && waited < S_URGENT_WAIT_MS) {
             int64_t backoff = s_backoff_ms(self->begin_attempts);
-            s_log(self, SLOG_WARN, "begin answered %d, its outcome unknown: trying again with "
-                  "the same key in %lld ms", status, (long long)backoff);
-            timers_set(env->timers, &self->retry_timer, clock_now_ms() + backoff,
-                       s_on_begin_retry, self);
+            s_log(self, SLOG_WARN,
+                  "begin answered %d, its outcome unknown: trying again with "
+                  "the same key in %lld ms",
+                  status, (long long)backoff);
+            timers_set(env->timers, &self->retry_timer, clock_now_ms() + backoff, s_on_begin_retry,
+                       self);
             return;
         }
         if (self->begin_unknown)
-            s_log(self, SLOG_ERROR, "begin still unanswered after %lld ms (%d): if it committed, "
-                  "its message stays `streaming`", (long long)waited, status);
+            s_log(self, SLOG_ERROR,
+                  "begin still unanswered after %lld ms (%d): if it committed, "
+                  "its message stays `streaming`",
+                  (long long)waited, status);
     }
     const msgpack_object *data = mp_get(body, "data");
     const msgpack_object *user_message = mp_get(data, "user_message");
@@ -732,8 +749,14 @@ static void s_on_begin(void *arg, int status, const msgpack_object *body)
         return;
     }
     self->state = S_CONTEXT;
-    msgpack_packer lp = s_call_start(self, "chat.message.list", 1);
+    /* the newest messages before the answer, within the context budget; twice the
+       count, since failed answers are left out of the context */
+    size_t want = 2 * env->settings->max_context_messages;
+    msgpack_packer lp = s_call_start(self, "chat.message.list", 4);
     mp_pack_kv_int(&lp, "conversation_id", self->conversation_id);
+    mp_pack_kv_int(&lp, "before", self->message_id);
+    mp_pack_kv_int(&lp, "limit", want < S_LIST_LIMIT_MAX ? (int64_t)want : S_LIST_LIMIT_MAX);
+    mp_pack_kv_int(&lp, "max_bytes", (int64_t)env->settings->max_context_bytes);
     self->call = s_call_send(self, CLIENT_URGENT, s_on_context);
     if (!self->call)
         s_on_context(self, 503, NULL);
@@ -826,8 +849,7 @@ actor_t *actor_new(const actor_env_t *env, worker_request_t *req)
         if (idem_len)
             snprintf(self->begin_idem, sizeof self->begin_idem, "%.*s", (int)idem_len, idem);
         else
-            snprintf(self->begin_idem, sizeof self->begin_idem, "chat-begin/%" PRId64,
-                     self->nonce);
+            snprintf(self->begin_idem, sizeof self->begin_idem, "chat-begin/%" PRId64, self->nonce);
         self->client_key = idem_len > 0;
         if (env->journal) {
             journal_entry_t pending = {-self->nonce, conversation_id, user_id, device_id};

@@ -70,6 +70,7 @@ typedef struct {
     size_t max_answer_bytes;     /* longer answers fail with answer_too_long */
     size_t max_content_bytes;    /* longest user message accepted */
     size_t max_context_messages; /* openai: earlier messages sent along */
+    size_t max_context_bytes;    /* openai: and their bytes, the newest kept */
     openai_settings_t openai;
 } actor_settings_t;
 

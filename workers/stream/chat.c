@@ -21,12 +21,12 @@ typedef struct {
     char *status;  /* the actor's outcome; NULL: unknown (its worker died) */
     char *content; /* with status: the whole answer */
     size_t content_len;
-    char *error;      /* stored with the message; NULL when complete */
-    uint64_t call;    /* find, list or finish in flight */
-    int64_t next_try; /* clock_now_ms() of the next attempt */
+    char *error;        /* stored with the message; NULL when complete */
+    uint64_t call;      /* find, list or finish in flight */
+    int64_t next_try;   /* clock_now_ms() of the next attempt */
     int64_t give_up_at; /* a begin journaled as in flight (message_id < 0): when it can
                            no longer commit (its deadline is at most 30 s) */
-    void *handle;     /* in chat->orphans */
+    void *handle;       /* in chat->orphans */
     chat_t *chat;
 } s_orphan_t;
 
@@ -224,8 +224,7 @@ static void s_on_orphan_found(void *arg, int status, const msgpack_object *body)
     chat_t *self = o->chat;
     o->call = 0;
     int64_t id = 0;
-    if (status == 200 && mp_get_int(mp_get(mp_get(body, "data"), "message"), "id", &id) &&
-        id > 0) {
+    if (status == 200 && mp_get_int(mp_get(mp_get(body, "data"), "message"), "id", &id) && id > 0) {
         journal_entry_t pending = o->entry;
         o->entry.message_id = id;
         journal_begin(self->journal, &o->entry);
@@ -251,8 +250,11 @@ static void s_orphan_try(chat_t *self, s_orphan_t *o)
             s_orphan_later(self, o);
         return;
     }
-    msgpack_packer pk = s_orphan_call(self, o, "chat.message.list", 1);
+    /* the one message, not the conversation's first page: it may be far beyond */
+    msgpack_packer pk = s_orphan_call(self, o, "chat.message.list", 3);
     mp_pack_kv_int(&pk, "conversation_id", o->entry.conversation_id);
+    mp_pack_kv_int(&pk, "after", o->entry.message_id - 1);
+    mp_pack_kv_int(&pk, "limit", 1);
     o->call =
         client_call(self->db, "db", self->scratch.data, self->scratch.size,
                     self->settings->actor.db_timeout_ms, CLIENT_BACKGROUND, s_on_orphan_list, o);

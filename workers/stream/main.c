@@ -49,6 +49,7 @@ static const config_option_t s_options[] = {
      "longest answer (keep it at most the db worker's max_item_bytes)"},
     {"max_content_bytes", CONFIG_INT, "1048576", "longest user message accepted"},
     {"max_context_messages", CONFIG_INT, "50", "openai: earlier messages sent as context"},
+    {"max_context_bytes", CONFIG_INT, "1048576", "openai: bytes of context, newest first"},
     {"journal_dir", CONFIG_STR, "var/stream-journal",
      "folder of the crash journals shared by the stream workers of a host (empty: none)"},
     {"journal_scan_ms", CONFIG_INT, "5000",
@@ -165,7 +166,7 @@ static bool s_settings(const config_t *config, chat_settings_t *s, char *name, s
                 provider);
         return false;
     }
-    int64_t max_streams, db_in_flight, db_timeout, answer, content, context, event;
+    int64_t max_streams, db_in_flight, db_timeout, answer, content, context, context_bytes, event;
     actor_settings_t *a = &s->actor;
     if (!s_range(config, "max_streams", 1, 1000000, &max_streams) ||
         !s_range(config, "checkpoint_ms", 10, 3600000, &a->checkpoint_ms) ||
@@ -175,7 +176,8 @@ static bool s_settings(const config_t *config, chat_settings_t *s, char *name, s
         !s_range(config, "max_stream_ms", 100, 86400000, &a->max_stream_ms) ||
         !s_range(config, "max_answer_bytes", 1, 64 * 1024 * 1024, &answer) ||
         !s_range(config, "max_content_bytes", 1, 3 * 1024 * 1024, &content) ||
-        !s_range(config, "max_context_messages", 1, 10000, &context) ||
+        !s_range(config, "max_context_messages", 1, 500, &context) ||
+        !s_range(config, "max_context_bytes", 1, 3 * 1024 * 1024, &context_bytes) ||
         !s_range(config, "journal_scan_ms", 10, 3600000, &s->journal_scan_ms) ||
         !s_range(config, "shutdown_grace_ms", 0, 3600000, &s->shutdown_grace_ms) ||
         !s_range(config, "connect_timeout_ms", 1, 600000, &a->openai.connect_timeout_ms) ||
@@ -188,6 +190,7 @@ static bool s_settings(const config_t *config, chat_settings_t *s, char *name, s
     a->max_answer_bytes = (size_t)answer;
     a->max_content_bytes = (size_t)content;
     a->max_context_messages = (size_t)context;
+    a->max_context_bytes = (size_t)context_bytes;
     a->openai.max_event_bytes = (size_t)event;
     a->openai.base_url = config_str(config, "base_url");
     a->openai.model = config_str(config, "model");
@@ -223,8 +226,9 @@ int main(int argc, char **argv)
     }
     curve_t curve;
     char curve_why[512];
-    if (curve_load(&curve, config_str(config, "curve_cert"), config_str(config, "curve_broker_cert"),
-                   false, curve_why, sizeof curve_why) != 0) {
+    if (curve_load(&curve, config_str(config, "curve_cert"),
+                   config_str(config, "curve_broker_cert"), false, curve_why,
+                   sizeof curve_why) != 0) {
         fprintf(stderr, "sluice-streamworker: CurveZMQ: %s\n", curve_why);
         config_destroy(&config);
         return 2;
