@@ -8,6 +8,7 @@ Runs its own gateway on the session stack's broker, with short limits. Client
 addresses: 127.0.0.2 plays the legitimate client, 127.0.0.3 and up the attackers
 (any 127/8 address reaches the gateway on 127.0.0.1)."""
 import json
+import re
 import socket
 import time
 
@@ -122,6 +123,35 @@ def test_missing_body_gets_408(gw):
     with connect(gw) as s:  # part of the body, then nothing
         s.sendall(b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"userna")
         error_of(read_to_close(s), 408, "request_timeout", "body_timeout_ms")
+    assert health_from(gw) == 200
+
+
+def unfinished(gw):
+    with connect(gw) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        text = read_to_close(s).decode("latin-1")
+    m = re.search(r"^sluice_gateway_unfinished_requests (\d+)$", text, re.M)
+    assert m, text[:300]
+    return int(m.group(1))
+
+
+def test_clients_that_leave_mid_request_are_let_go(gw):
+    """Clients that hang up halfway through a head or a body stop counting as
+    unfinished at once, not at their deadline."""
+    socks = []
+    for i in range(10):
+        s = connect(gw)
+        s.sendall(b"POST /v1/users HTTP/1.1\r\nHost: x\r\n" +
+                  (b"Content-Length: 100\r\n\r\n{\"user" if i % 2 else b"X-Half: y"))
+        socks.append(s)
+    time.sleep(0.5)
+    assert unfinished(gw) == 10
+    for s in socks:
+        s.close()
+    end = time.monotonic() + LIMITS["body_timeout_ms"] / 1000.0  # before any deadline
+    while unfinished(gw) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert unfinished(gw) == 0
     assert health_from(gw) == 200
 
 
