@@ -29,19 +29,22 @@ typedef struct throttle_t throttle_t;
 
 /* Settings read once at start (docs/config.md, section gateway). */
 typedef struct {
-    const char *host;                  /* address to listen on */
-    int port;                          /* TCP port (SO_REUSEPORT: several gateways may share it) */
-    int backlog;                       /* listen() backlog */
-    size_t max_connections;            /* open client connections, HTTP and WebSocket */
-    size_t max_body_bytes;             /* HTTP request body */
-    size_t max_header_bytes;           /* HTTP request head (request line + headers) */
-    size_t max_item_bytes;             /* clipboard content, as api.md's max_item_bytes */
-    size_t max_ws_message_bytes;       /* WebSocket message from a client; above: close 1009 */
-    size_t ws_queue_max;               /* messages queued to one slow WebSocket before closing it */
-    int ws_ping_s;                     /* WebSocket protocol ping to idle peers (0: none) */
-    size_t ws_db_max;                  /* db ops of WebSocket actors in flight at once */
-    int keepalive_s;                   /* idle HTTP keep-alive connection lifetime */
-    int header_timeout_ms;             /* a new connection must send its request head within this */
+    const char *host;            /* address to listen on */
+    int port;                    /* TCP port (SO_REUSEPORT: several gateways may share it) */
+    int backlog;                 /* listen() backlog */
+    size_t max_connections;      /* open client connections, HTTP and WebSocket */
+    size_t max_body_bytes;       /* HTTP request body */
+    size_t max_header_bytes;     /* HTTP request head (request line + headers) */
+    size_t max_item_bytes;       /* clipboard content, as api.md's max_item_bytes */
+    size_t max_ws_message_bytes; /* WebSocket message from a client; above: close 1009 */
+    size_t ws_queue_max;         /* messages queued to one slow WebSocket before closing it */
+    int ws_ping_s;               /* WebSocket protocol ping to idle peers (0: none) */
+    size_t ws_db_max;            /* db ops of WebSocket actors in flight at once */
+    int keepalive_s;             /* idle HTTP keep-alive connection lifetime */
+    int header_timeout_ms;       /* a new connection must send its request head within this */
+    int body_timeout_ms;         /* a request body must arrive within this ... */
+    int body_min_rate;           /* ... plus 1 s for every this many bytes that did (0: no more) */
+    size_t max_pending;          /* unfinished requests (head or body arriving), in all */
     uint32_t deadline_ms[ROUTE_COUNT]; /* SMP deadline of each route */
     uint32_t internal_deadline_ms;     /* auth.verify, device.set_active, clipboard.* for sockets */
     int64_t auth_cache_ms;             /* a verified token is trusted this long */
@@ -60,6 +63,7 @@ typedef struct {
     int address_rate;            /* requests per second per client address (0: no limit) */
     int address_burst;           /* requests an address may make at once */
     size_t address_max_connections; /* open connections per client address (0: no limit) */
+    size_t address_max_pending;     /* unfinished requests per client address (0: no limit) */
     size_t ratelimit_max_entries;   /* addresses, and tokens, tracked by the rate limits */
 } gw_config_t;
 
@@ -82,6 +86,8 @@ typedef struct gw_t {
     bool tls;                      /* the port speaks TLS (tls_cert is set) */
     size_t connections;            /* client connections owned by libwebsockets */
     int in_lws_callback;           /* libwebsockets callbacks running now (they may nest) */
+    http_req_t *bodies;      /* requests whose body is arriving (deadlines), linked through them */
+    size_t bodies_pending;   /* how many; with the listener's heads, bounded by max_pending */
     http_req_t *streams;     /* open SSE streams (chat answers), linked through the requests */
     size_t streams_open;     /* how many: sluice_gateway_active_streams */
     bool stopping;           /* SIGTERM seen: refuse new work, drain */

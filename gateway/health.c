@@ -16,6 +16,7 @@
 #include "auth_cache.h"
 #include "clock.h"
 #include "events.h"
+#include "listener.h"
 #include "metrics.h"
 #include "mp.h"
 #include "notify.h"
@@ -107,6 +108,7 @@ static metrics_gauges_t s_gauges(gw_t *gw)
         .topics = events_topics(gw->events),
         .auth_cache_entries = auth_cache_size(gw->auth),
         .rate_limit_entries = gw->throttle ? throttle_entries(gw->throttle) : 0,
+        .unfinished = (gw->listener ? listener_pending(gw->listener) : 0) + gw->bodies_pending,
         .events_received = events_received(gw->events),
     };
     return g;

@@ -1,9 +1,19 @@
 /*  http.c - the HTTP request actor. See http.h.
 
     Order of checks, so each client mistake gets the most useful answer:
-    route (404/405) -> size (413/411) -> token (401) -> inputs (400/413) -> worker.
+    route (404/405) -> size (413/411) -> no token at all (401, before the body is
+    read) -> body -> token (401) -> inputs (400/413) -> worker.
     A response is written from HTTP_WRITEABLE only: headers first, then the body in
     chunks of S_CHUNK bytes, each when the socket can take more.
+
+    A body has a deadline: body_timeout_ms from its head, plus a second for every
+    body_min_rate bytes that arrived, so a large body on a slow link gets through
+    while one trickled a byte at a time, or announced and never sent, gets 408 (the
+    janitor checks, so no byte resets it). While it arrives the request counts as
+    unfinished, with the heads the listener waits for (max_pending,
+    address_max_pending). An answer given before the whole body was read (404,
+    401, 413, 408, ...) closes the connection: what is left of the body must not
+    be read as the next request, nor the connection held waiting for it.
 
     A chat answer ("stream": true) is the one response written while it is still
     being made: each PARTIAL of chat.generate becomes a Server-Sent Event appended
@@ -64,7 +74,12 @@ struct http_req_t {
     upstream_call_t *call;
     auth_wait_t *auth_wait;
     health_call_t *health;
-    bool started; /* s_start ran (lws may also report an empty body done) */
+    bool started;     /* s_start ran (lws may also report an empty body done) */
+    bool body_unread; /* a body was announced and is not all read: an answer closes */
+    bool body_timed;  /* on gw->bodies: its body is arriving, under a deadline */
+    int64_t body_started_ms;
+    throttle_peer_t *peer;             /* its address: the unfinished count of the body */
+    http_req_t *body_prev, *body_next; /* gw->bodies while body_timed */
     /* the response */
     bool answered;
     int status;
@@ -148,9 +163,44 @@ static void s_stream_unlink(http_req_t *req)
     gw->streams_open--;
 }
 
+/* The body starts arriving: its deadline runs, and it counts as unfinished. */
+static void s_body_begin(http_req_t *req)
+{
+    gw_t *gw = req->gw;
+    req->body_timed = true;
+    req->body_started_ms = clock_now_ms();
+    req->peer = req->wsi ? lws_get_opaque_user_data(req->wsi) : NULL;
+    throttle_pending_begin(gw->throttle, req->peer);
+    req->body_next = gw->bodies;
+    if (gw->bodies)
+        gw->bodies->body_prev = req;
+    gw->bodies = req;
+    gw->bodies_pending++;
+}
+
+/* The body arrived, or the request was answered or closed first. */
+static void s_body_end(http_req_t *req)
+{
+    gw_t *gw = req->gw;
+    if (!req->body_timed)
+        return;
+    req->body_timed = false;
+    throttle_pending_end(gw->throttle, req->peer);
+    req->peer = NULL;
+    if (req->body_prev)
+        req->body_prev->body_next = req->body_next;
+    else
+        gw->bodies = req->body_next;
+    if (req->body_next)
+        req->body_next->body_prev = req->body_prev;
+    req->body_prev = req->body_next = NULL;
+    gw->bodies_pending--;
+}
+
 static void s_free(http_req_t *req)
 {
     gw_t *gw = req->gw;
+    s_body_end(req);
     /* A chat answer still running when its client is gone is cancelled, so the
        worker stops and stores "cancelled" with the text so far. Not when the
        gateway itself closes the connection at the end of a drain: then the answer
@@ -189,6 +239,9 @@ static void s_respond(http_req_t *req, int status, const char *content_type, cha
         return;
     }
     req->answered = true;
+    if (req->body_unread)
+        req->close = true; /* the rest of the body is not read: it cannot be a request */
+    s_body_end(req);
     req->status = status;
     req->content_type = content_type;
     req->resp = body;
@@ -717,6 +770,18 @@ static int s_copy_args(http_req_t *req, struct lws *wsi)
     return 0;
 }
 
+/* Whether the head announces a body: chunked, or a Content-Length above 0. */
+static bool s_announces_body(struct lws *wsi)
+{
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0)
+        return true;
+    char value[24];
+    int n = lws_hdr_copy(wsi, value, sizeof value, WSI_TOKEN_HTTP_CONTENT_LENGTH);
+    if (n <= 0)
+        return n < 0; /* too long to copy: certainly not 0 */
+    return strspn(value, "0") != (size_t)n;
+}
+
 int http_on_request(gw_t *gw, struct lws *wsi, http_req_t **req_p, const char *path)
 {
     if (*req_p) { /* a new request while one is unanswered: our bug, or a broken peer */
@@ -729,7 +794,9 @@ int http_on_request(gw_t *gw, struct lws *wsi, http_req_t **req_p, const char *p
     req->started_us = clock_now_us();
     req->metric_route = ROUTE_UNMATCHED;
     *req_p = req;
+    /* the body's deadline is ours (http_janitor), with a 408 */
     lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+    req->body_unread = s_announces_body(wsi);
 
     char *rid = s_header(wsi, 0, "x-request-id:", VALIDATE_REQUEST_ID_MAX, NULL);
     if (rid && validate_request_id(rid, strlen(rid)))
@@ -791,6 +858,15 @@ int http_on_request(gw_t *gw, struct lws *wsi, http_req_t **req_p, const char *p
         return 0;
     }
     char *cl = s_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, NULL, 20, NULL);
+    if (!cl && lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0 &&
+        (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+         strcmp(method, "PATCH") == 0)) {
+        /* without a length the end of the body is only the end of the connection */
+        req->close = true;
+        s_error(req, 411, "length_required",
+                "a %s needs a Content-Length (Content-Length: 0 for an empty body)", method);
+        return 0;
+    }
     if (cl) {
         int64_t n;
         if (!validate_id(cl, strlen(cl), &n)) {
@@ -821,8 +897,16 @@ int http_on_request(gw_t *gw, struct lws *wsi, http_req_t **req_p, const char *p
         s_error(req, 400, "bad_request", "too many query parameters (at most %d)", S_ARGS_MAX);
         return 0;
     }
+    if (req->route->auth && !req->authorization) {
+        /* known from the head: no need to read a body first (s_start checks the
+           token itself) */
+        req->www_authenticate = true;
+        s_error(req, 401, "unauthorized", "this endpoint needs an Authorization: Bearer token");
+        return 0;
+    }
     if (req->content_length > 0) {
         req->body = malloc(req->content_length);
+        s_body_begin(req);
         return 0; /* wait for HTTP_BODY */
     }
     s_start(req);
@@ -842,7 +926,11 @@ int http_on_body(http_req_t *req, const void *data, size_t len)
 
 int http_on_body_done(http_req_t *req)
 {
-    if (!req || req->answered)
+    if (!req)
+        return 0;
+    req->body_unread = false;
+    s_body_end(req);
+    if (req->answered)
         return 0;
     s_start(req);
     return 0;
@@ -1051,8 +1139,34 @@ int http_on_writeable(http_req_t **req_p)
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+/* Bodies past their deadline get 408 (and the connection closes after it). */
+static void s_body_deadlines(gw_t *gw, int64_t now_ms)
+{
+    int64_t rate = gw->cfg.body_min_rate;
+    for (http_req_t *req = gw->bodies, *next; req; req = next) {
+        next = req->body_next;
+        int64_t allowed = gw->cfg.body_timeout_ms;
+        if (rate > 0)
+            allowed += (int64_t)req->body_len * 1000 / rate;
+        if (now_ms - req->body_started_ms <= allowed)
+            continue;
+        metrics_count(gw->metrics, "request_timeout_body");
+        if (rate > 0)
+            s_error(req, 408, "request_timeout",
+                    "the request body did not arrive within body_timeout_ms (%d ms, plus 1 s for "
+                    "every %" PRId64 " bytes received; %zu of %zu arrived)",
+                    gw->cfg.body_timeout_ms, rate, req->body_len, req->content_length);
+        else
+            s_error(req, 408, "request_timeout",
+                    "the request body did not arrive within body_timeout_ms (%d ms; %zu of %zu "
+                    "arrived)",
+                    gw->cfg.body_timeout_ms, req->body_len, req->content_length);
+    }
+}
+
 void http_janitor(gw_t *gw, int64_t now_ms)
 {
+    s_body_deadlines(gw, now_ms);
     if (gw->cfg.sse_keepalive_s <= 0)
         return;
     int64_t quiet_ms = (int64_t)gw->cfg.sse_keepalive_s * 1000;

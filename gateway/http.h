@@ -25,7 +25,8 @@ int http_on_body_done(http_req_t *req);
 int http_on_writeable(http_req_t **req_p);
 void http_on_closed(http_req_t **req_p);
 
-/* Every second or so: keep-alive comments on chat streams that were silent for
+/* Every janitor tick: 408 to request bodies past their deadline (body_timeout_ms,
+   body_min_rate); keep-alive comments on chat streams that were silent for
    sse_keepalive_s. */
 void http_janitor(gw_t *gw, int64_t now_ms);
 

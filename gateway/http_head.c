@@ -15,32 +15,66 @@ static int s_hex(char c)
     return -1;
 }
 
+/* Whether every %-escape of src[0..len) is two hex digits that are not "00". */
+static bool s_escapes_ok(const char *src, size_t len)
+{
+    for (const char *p = memchr(src, '%', len); p; p = memchr(p, '%', (size_t)(src + len - p))) {
+        if ((size_t)(src + len - p) < 3 || s_hex(p[1]) < 0 || s_hex(p[2]) < 0 ||
+            (p[1] == '0' && p[2] == '0'))
+            return false;
+        p += 3;
+    }
+    return true;
+}
+
 long http_head_decode(const char *src, size_t len, char *dst, size_t dst_size, bool plus)
 {
+    if (!s_escapes_ok(src, len))
+        return HTTP_HEAD_DECODE_ESCAPE;
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
         char c = src[i];
         if (c == '%') {
-            if (i + 2 >= len)
-                return -1;
-            int hi = s_hex(src[i + 1]), lo = s_hex(src[i + 2]);
-            if (hi < 0 || lo < 0)
-                return -1;
-            c = (char)(hi * 16 + lo);
-            if (c == 0)
-                return -1;
+            c = (char)(s_hex(src[i + 1]) * 16 + s_hex(src[i + 2]));
             i += 2;
         } else if (c == '+' && plus) {
             c = ' ';
         }
         if (o + 1 >= dst_size)
-            return -1;
+            return HTTP_HEAD_DECODE_NOSPACE;
         dst[o++] = c;
     }
     if (dst_size == 0)
-        return -1;
+        return HTTP_HEAD_DECODE_NOSPACE;
     dst[o] = 0;
     return (long)o;
+}
+
+bool http_head_plausible(const char *buf, size_t len)
+{
+    static const char version[] = "HTTP/1.";
+    size_t i = 0;
+    for (; i < len && buf[i] != ' '; i++) /* the method: 1-7 capitals */
+        if (i >= 7 || buf[i] < 'A' || buf[i] > 'Z')
+            return false;
+    if (i == len)
+        return true;
+    if (i == 0)
+        return false;
+    if (++i == len)
+        return true;
+    if (buf[i] != '/' && buf[i] != '*')
+        return false;
+    for (; i < len && buf[i] != ' '; i++) /* the target: visible characters */
+        if ((unsigned char)buf[i] <= 0x20 || buf[i] == 0x7f)
+            return false;
+    if (i == len)
+        return true;
+    i++;
+    for (size_t k = 0; i < len && k < sizeof version - 1; i++, k++)
+        if (buf[i] != version[k])
+            return false;
+    return true;
 }
 
 /* Copies a header value (trimmed) into dst; false when it does not fit. */
@@ -112,10 +146,14 @@ http_head_result_t http_head_parse(const char *buf, size_t len, http_head_t *out
         return HTTP_HEAD_MALFORMED;
     const char *qmark = memchr(target, '?', (size_t)(sp2 - target));
     const char *path_end = qmark ? qmark : sp2;
+    /* libwebsockets closes a request with a bad escape without an answer: it is
+       the listener's to refuse, whatever else is wrong with the head */
+    if (!s_escapes_ok(target, (size_t)(sp2 - target)))
+        return HTTP_HEAD_BAD_ESCAPE;
     http_head_result_t rc = HTTP_HEAD_OK;
     if (http_head_decode(target, (size_t)(path_end - target), out->path, sizeof out->path, false) <
         0)
-        rc = HTTP_HEAD_TOO_BIG; /* or a bad escape: libwebsockets judges */
+        rc = HTTP_HEAD_TOO_BIG; /* libwebsockets takes longer paths */
     if (qmark && !s_query(out, qmark + 1, (size_t)(sp2 - qmark - 1)))
         rc = HTTP_HEAD_TOO_BIG;
 

@@ -30,19 +30,32 @@ typedef struct {
 } http_head_t;
 
 typedef enum {
-    HTTP_HEAD_OK = 0,         /* a complete head was parsed */
-    HTTP_HEAD_INCOMPLETE = 1, /* no blank line yet: wait for more bytes */
-    HTTP_HEAD_MALFORMED = -1, /* not an HTTP/1.x request head */
-    HTTP_HEAD_TOO_BIG = -2,   /* well-formed so far, but a part does not fit the struct */
+    HTTP_HEAD_OK = 0,          /* a complete head was parsed */
+    HTTP_HEAD_INCOMPLETE = 1,  /* no blank line yet: wait for more bytes */
+    HTTP_HEAD_MALFORMED = -1,  /* not an HTTP/1.x request head */
+    HTTP_HEAD_TOO_BIG = -2,    /* well-formed so far, but a part does not fit the struct */
+    HTTP_HEAD_BAD_ESCAPE = -3, /* a %-escape in the path or query is malformed or a NUL */
 } http_head_result_t;
 
 /* Parses buf[0..len). Fields too long for the struct give TOO_BIG rather than being
-   truncated; unknown headers are skipped whatever their size. */
+   truncated; unknown headers are skipped whatever their size. A bad %-escape is
+   BAD_ESCAPE even when a part is also too big: libwebsockets would close such a
+   request without a word, so the listener answers it. */
 http_head_result_t http_head_parse(const char *buf, size_t len, http_head_t *out);
 
+/* Whether buf[0..len), the first bytes of a connection, can still become an
+   HTTP/1.x request line: a method of capital letters, a space, a target starting
+   with '/' or '*' (then visible characters), a space, "HTTP/1.". False as soon as
+   a byte rules it out, so bytes that are not HTTP are refused at once instead of
+   waiting for a head that will never end. */
+bool http_head_plausible(const char *buf, size_t len);
+
+#define HTTP_HEAD_DECODE_NOSPACE (-1) /* the decoded text does not fit dst */
+#define HTTP_HEAD_DECODE_ESCAPE (-2)  /* a malformed escape, or one that decodes to NUL */
+
 /* %-decodes src[0..len) into dst (size dst_size, NUL-terminated); '+' becomes a
-   space when plus is true. Returns the decoded length or -1 when it does not fit
-   or an escape is malformed or decodes to NUL. */
+   space when plus is true. Returns the decoded length, or HTTP_HEAD_DECODE_NOSPACE
+   or HTTP_HEAD_DECODE_ESCAPE (an escape error wins: the whole input is checked). */
 long http_head_decode(const char *src, size_t len, char *dst, size_t dst_size, bool plus);
 
 #endif

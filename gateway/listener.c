@@ -5,7 +5,16 @@
     libwebsockets to read itself; handing it bytes we had read (its "readbuf"
     adoption) makes libwebsockets 4.1 spin on request bodies. A head that has not
     fully arrived is peeked again after a short, growing delay (the socket stays
-    readable while the bytes are unread, so polling it would spin).
+    readable while the bytes are unread, so polling it would spin); the delay only
+    asks the kernel how much is there (FIONREAD), so a head trickled a byte at a
+    time is not copied and parsed again for nothing.
+
+    Every first head waits here, whatever its method, until it is whole: a
+    connection here costs a descriptor and this small struct, where one inside
+    libwebsockets holds a header table (of a pool of 4096) while its head trickles
+    in, and libwebsockets lets a trickled head live for minutes. Here each head has
+    header_timeout_ms (408), each address address_max_pending unfinished requests
+    (429) and the gateway max_pending (503), counting the bodies http.c is reading.
 */
 #include "listener.h"
 #include "auth_cache.h"
@@ -20,10 +29,12 @@
 #include <arpa/inet.h>
 #include <czmq.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <libwebsockets.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sodium.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -43,6 +54,8 @@ struct s_pre_t {
     int handles_open; /* poll + timer, until their close callbacks ran */
     int64_t started_ms;
     int retry_ms;
+    size_t peeked;     /* bytes seen at the last peek: unchanged, nothing to parse */
+    bool hung_up;      /* the client shut its side: a head still partial never ends */
     auth_wait_t *wait; /* upgrade waiting for its token check */
     int64_t after;
     char request_id[VALIDATE_REQUEST_ID_MAX + 1];
@@ -90,11 +103,13 @@ static void s_handle_closed(uv_handle_t *handle)
         free(pre);
 }
 
-/* Unlinks pre and closes its handles; the fd is the caller's business. */
+/* Unlinks pre and closes its handles; the fd and pre->peer are the caller's
+   business. Its head is no longer waited for: one unfinished request less. */
 static void s_pre_end(s_pre_t *pre)
 {
     listener_t *self = pre->owner;
     pre->done = true;
+    throttle_pending_end(self->gw->throttle, pre->peer);
     auth_cache_cancel(self->gw->auth, &pre->wait);
     if (pre->prev)
         pre->prev->next = pre->next;
@@ -145,8 +160,8 @@ static void s_close(s_pre_t *pre)
 {
     gw_t *gw = pre->owner->gw;
     int fd = pre->fd;
-    throttle_disconnect(gw->throttle, &pre->peer);
     s_pre_end(pre);
+    throttle_disconnect(gw->throttle, &pre->peer);
     close(fd);
 }
 
@@ -158,8 +173,8 @@ static void s_refuse_after(s_pre_t *pre, int status, const char *code, const cha
     const char *rid = pre->request_id;
     char copy[sizeof pre->request_id];
     memcpy(copy, rid, sizeof copy);
-    throttle_disconnect(gw->throttle, &pre->peer);
     s_pre_end(pre);
+    throttle_disconnect(gw->throttle, &pre->peer);
     s_refuse_fd(gw, fd, status, code, message, copy, retry_after_s);
 }
 
@@ -193,8 +208,8 @@ static void s_adopt(s_pre_t *pre)
     gw_t *gw = pre->owner->gw;
     int fd = pre->fd;
     throttle_peer_t *peer = pre->peer;
-    pre->peer = NULL;
     s_pre_end(pre);
+    pre->peer = NULL;
     /* our poll on fd is stopped, so libwebsockets' own can take its place */
     s_adopt_fd(gw, fd, peer);
 }
@@ -280,20 +295,37 @@ static void s_upgrade(s_pre_t *pre, http_head_t *head)
 }
 
 static void s_peek(s_pre_t *pre);
+static void s_on_retry(uv_timer_t *timer);
+
+/* Looks again later, each time a little later, up to S_RETRY_MAX_MS. */
+static void s_retry_later(s_pre_t *pre)
+{
+    pre->retry_ms = pre->retry_ms ? pre->retry_ms * 2 : S_RETRY_FIRST_MS;
+    if (pre->retry_ms > S_RETRY_MAX_MS)
+        pre->retry_ms = S_RETRY_MAX_MS;
+    uv_timer_start(&pre->timer, s_on_retry, (uint64_t)pre->retry_ms, 0);
+}
 
 static void s_on_retry(uv_timer_t *timer)
 {
-    s_peek(timer->data);
+    s_pre_t *pre = timer->data;
+    int avail = 0;
+    if (ioctl(pre->fd, FIONREAD, &avail) == 0 && avail >= 0 && (size_t)avail == pre->peeked) {
+        s_retry_later(pre); /* nothing new: the deadline (listener_janitor) decides */
+        return;
+    }
+    s_peek(pre);
 }
 
 static void s_on_readable(uv_poll_t *poll, int status, int events)
 {
-    (void)events;
     s_pre_t *pre = poll->data;
     if (status < 0) {
         s_close(pre);
         return;
     }
+    if (events & UV_DISCONNECT)
+        pre->hung_up = true;
     s_peek(pre);
 }
 
@@ -318,30 +350,36 @@ static void s_peek(s_pre_t *pre)
             s_refuse(pre, 400, "bad_request", "this port speaks HTTPS: use https:// or wss://");
         return;
     }
-    /* only a GET can be an upgrade: anything else goes straight to libwebsockets */
-    size_t cmp = (size_t)n < 4 ? (size_t)n : 4;
-    if (memcmp(self->peek, "GET ", cmp) != 0) {
-        s_adopt(pre);
+    pre->peeked = (size_t)n;
+    if (!http_head_plausible(self->peek, (size_t)n)) {
+        s_refuse(pre, 400, "bad_request", "this is not an HTTP/1.1 request");
         return;
     }
     http_head_t head;
-    http_head_result_t r =
-        n >= 4 ? http_head_parse(self->peek, (size_t)n, &head) : HTTP_HEAD_INCOMPLETE;
+    http_head_result_t r = http_head_parse(self->peek, (size_t)n, &head);
     if (r == HTTP_HEAD_INCOMPLETE) {
         if ((size_t)n >= max) {
-            s_refuse(pre, 431, "headers_too_large", "the request head is larger than the limit");
+            s_refuse(pre, 431, "headers_too_large",
+                     "the request head is larger than max_header_bytes");
             return;
         }
-        /* the rest is on its way: look again soon, without spinning on the poll */
-        uv_poll_stop(&pre->poll);
-        pre->retry_ms = pre->retry_ms ? pre->retry_ms * 2 : S_RETRY_FIRST_MS;
-        if (pre->retry_ms > S_RETRY_MAX_MS)
-            pre->retry_ms = S_RETRY_MAX_MS;
-        uv_timer_start(&pre->timer, s_on_retry, (uint64_t)pre->retry_ms, 0);
+        if (pre->hung_up) { /* gone: it does not hold a place until its deadline */
+            s_close(pre);
+            return;
+        }
+        /* The rest is on its way: look again soon, without spinning on the poll,
+           which now only watches for the client going away. */
+        uv_poll_start(&pre->poll, UV_DISCONNECT, s_on_readable);
+        s_retry_later(pre);
         return;
     }
     if (r == HTTP_HEAD_MALFORMED) {
         s_refuse(pre, 400, "bad_request", "malformed HTTP request head");
+        return;
+    }
+    if (r == HTTP_HEAD_BAD_ESCAPE) {
+        s_refuse(pre, 400, "bad_request",
+                 "the path or query has a malformed %-escape or an escaped NUL (%00)");
         return;
     }
     if (r == HTTP_HEAD_TOO_BIG || !head.upgrade_websocket || !s_is_notify_path(head.path)) {
@@ -418,11 +456,22 @@ static void s_on_accept(uv_poll_t *poll, int status, int events)
                         gw->cfg.retry_after_s);
             continue;
         }
-        bool refused = false;
+        if (self->npres + gw->bodies_pending >= gw->cfg.max_pending) {
+            metrics_count(gw->metrics, "refused_max_pending");
+            s_refuse_fd(gw, fd, 503, "unavailable",
+                        "too many unfinished requests on this gateway (max_pending); try again",
+                        NULL, gw->cfg.retry_after_s);
+            continue;
+        }
+        throttle_admit_t refused = THROTTLE_ADMITTED;
         throttle_peer_t *peer = throttle_connect(gw->throttle, fd, &refused);
-        if (refused) {
-            s_refuse_fd(gw, fd, 429, "rate_limited", "too many connections from your address", NULL,
-                        gw->cfg.retry_after_s);
+        if (refused != THROTTLE_ADMITTED) {
+            s_refuse_fd(gw, fd, 429, "rate_limited",
+                        refused == THROTTLE_PENDING
+                            ? "too many unfinished requests from your address "
+                              "(address_max_pending); finish them first"
+                            : "too many connections from your address (address_max_connections)",
+                        NULL, gw->cfg.retry_after_s);
             continue;
         }
         int one = 1;
@@ -435,6 +484,7 @@ static void s_on_accept(uv_poll_t *poll, int status, int events)
         pre->peer = peer;
         if (uv_poll_init(gw->loop, &pre->poll, fd) != 0) {
             slog_warn("listener: cannot poll a new connection");
+            throttle_pending_end(gw->throttle, pre->peer);
             throttle_disconnect(gw->throttle, &pre->peer);
             close(fd);
             free(pre);
@@ -582,8 +632,14 @@ void listener_janitor(listener_t *self, int64_t now_ms)
     int64_t limit = self->gw->cfg.header_timeout_ms;
     for (s_pre_t *pre = self->pres, *next; pre; pre = next) {
         next = pre->next;
-        if (!pre->wait && now_ms - pre->started_ms > limit)
-            s_refuse(pre, 408, "request_timeout", "the request head did not arrive in time");
+        if (!pre->wait && now_ms - pre->started_ms > limit) {
+            char message[96];
+            snprintf(message, sizeof message,
+                     "the request head did not arrive within header_timeout_ms (%" PRId64 " ms)",
+                     limit);
+            metrics_count(self->gw->metrics, "request_timeout_head");
+            s_refuse(pre, 408, "request_timeout", message);
+        }
     }
     zlist_t *stale = NULL;
     for (preauth_t *pa = zhashx_first(self->preauths); pa; pa = zhashx_next(self->preauths)) {

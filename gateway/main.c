@@ -68,7 +68,14 @@ static const config_option_t s_options[] = {
      "db ops of WebSockets (hello, replay, set_active) in flight at once; more wait here"},
     {"keepalive_s", CONFIG_INT, "30", "idle HTTP keep-alive connections are closed after this"},
     {"header_timeout_ms", CONFIG_INT, "10000",
-     "a new connection must send its request head within this"},
+     "a request head must arrive whole within this, or 408 and close"},
+    {"body_timeout_ms", CONFIG_INT, "10000",
+     "a request body must arrive within this (plus what body_min_rate allows), or 408 and close"},
+    {"body_min_rate", CONFIG_INT, "16384",
+     "a body arriving at least this fast (bytes a second) gets 1 s more per this many bytes "
+     "(0: none)"},
+    {"max_pending", CONFIG_INT, "2048",
+     "unfinished requests (head or body still arriving) in all; more connections get 503"},
     {"deadline_ms", CONFIG_INT, "5000", "SMP deadline of a request (every route)"},
     {"chat_deadline_ms", CONFIG_INT, "600000",
      "deadline of a chat answer (chat.generate), stream included; keep it at least the stream "
@@ -103,6 +110,9 @@ static const config_option_t s_options[] = {
     {"address_burst", CONFIG_INT, "200", "requests an address may make at once above address_rate"},
     {"address_max_connections", CONFIG_INT, "0",
      "open connections per client address; more get 429 (0: no limit)"},
+    {"address_max_pending", CONFIG_INT, "256",
+     "unfinished requests (head or body still arriving) per client address; more connections "
+     "get 429 (0: no limit)"},
     {"ratelimit_max_entries", CONFIG_INT, "100000",
      "addresses, and tokens, the rate limits track; the least recently seen go first"},
     CURVE_CLIENT_OPTIONS,
@@ -247,15 +257,22 @@ static int s_rate_settings(const config_t *c, gw_config_t *cfg, char *why, size_
     int64_t address_rate = config_int(c, "address_rate");
     int64_t address_burst = config_int(c, "address_burst");
     int64_t per_address = config_int(c, "address_max_connections");
+    int64_t pending_per_address = config_int(c, "address_max_pending");
+    int64_t pending = config_int(c, "max_pending");
     int64_t rl_entries = config_int(c, "ratelimit_max_entries");
     if (token_rate < 0 || token_rate > 1000000 || address_rate < 0 || address_rate > 1000000 ||
-        token_burst < 1 || token_burst > 1000000 || address_burst < 1 ||
-        address_burst > 1000000 || per_address < 0 || rl_entries < 1 || rl_entries > 100000000) {
-        snprintf(why, why_size, "a rate limit setting is out of range: token_rate and "
-                                "address_rate 0-1000000, token_burst and address_burst 1-1000000, "
-                                "address_max_connections >= 0, ratelimit_max_entries 1-100000000");
+        token_burst < 1 || token_burst > 1000000 || address_burst < 1 || address_burst > 1000000 ||
+        per_address < 0 || pending_per_address < 0 || pending < 1 || rl_entries < 1 ||
+        rl_entries > 100000000) {
+        snprintf(why, why_size,
+                 "a rate limit setting is out of range: token_rate and "
+                 "address_rate 0-1000000, token_burst and address_burst 1-1000000, "
+                 "address_max_connections and address_max_pending >= 0, "
+                 "max_pending >= 1, ratelimit_max_entries 1-100000000");
         return -1;
     }
+    cfg->address_max_pending = (size_t)pending_per_address;
+    cfg->max_pending = (size_t)pending;
     cfg->token_rate = (int)token_rate;
     cfg->token_burst = (int)token_burst;
     cfg->address_rate = (int)address_rate;
@@ -266,9 +283,14 @@ static int s_rate_settings(const config_t *c, gw_config_t *cfg, char *why, size_
 }
 
 /* The settings a SIGHUP applies, besides log_level. */
-static const char *const s_reloadable[] = {"token_rate",    "token_burst",
-                                           "address_rate",  "address_burst",
-                                           "address_max_connections", "ratelimit_max_entries",
+static const char *const s_reloadable[] = {"token_rate",
+                                           "token_burst",
+                                           "address_rate",
+                                           "address_burst",
+                                           "address_max_connections",
+                                           "address_max_pending",
+                                           "max_pending",
+                                           "ratelimit_max_entries",
                                            NULL};
 
 static int s_apply_limits(void *arg, const config_t *fresh, char *why, size_t why_size)
@@ -294,8 +316,8 @@ static void s_on_hup(uv_signal_t *handle, int signum)
     (void)signum;
     s_main_t *m = handle->data;
     config_t *fresh = NULL;
-    if (config_reload_apply(m->config, m->applied ? m->applied : m->config, "gateway: ",
-                            s_reloadable, s_apply_limits, &m->gw, &fresh) != 0)
+    if (config_reload_apply(m->config, m->applied ? m->applied : m->config,
+                            "gateway: ", s_reloadable, s_apply_limits, &m->gw, &fresh) != 0)
         return;
     config_destroy(&m->applied);
     m->applied = fresh;
@@ -344,6 +366,8 @@ static int s_load(s_main_t *m)
     cfg->ws_db_max = (size_t)config_int(c, "ws_db_max");
     cfg->keepalive_s = (int)config_int(c, "keepalive_s");
     cfg->header_timeout_ms = (int)config_int(c, "header_timeout_ms");
+    int64_t body_timeout = config_int(c, "body_timeout_ms");
+    int64_t body_rate = config_int(c, "body_min_rate");
     cfg->internal_deadline_ms = (uint32_t)config_int(c, "internal_deadline_ms");
     cfg->auth_cache_ms = config_int(c, "auth_cache_ms");
     cfg->auth_negative_ms = config_int(c, "auth_negative_ms");
@@ -370,14 +394,19 @@ static int s_load(s_main_t *m)
         cfg->ws_queue_max < 16 || cfg->ws_db_max < 1 || cfg->max_connections < 1 ||
         cfg->auth_cache_max < 1 || cfg->internal_deadline_ms < 1 || cfg->ws_ping_s < 0 ||
         cfg->ws_ping_s > 30000 || chat_deadline < 1 || chat_deadline > 3600 * 1000 ||
-        cfg->sse_keepalive_s < 0 || cfg->sse_keepalive_s > 3600 || cfg->health_cache_ms < 0 ||
+        cfg->sse_keepalive_s < 0 || cfg->sse_keepalive_s > 3600 || cfg->header_timeout_ms < 100 ||
+        cfg->header_timeout_ms > 600000 || body_timeout < 100 || body_timeout > 600000 ||
+        body_rate < 0 || body_rate > 1000000000 || cfg->health_cache_ms < 0 ||
         cfg->health_cache_ms > 60000) {
         fprintf(stderr, "sluice-gateway: a setting is out of range (see --help and "
                         "docs/config.md: port 0-65535, max_header_bytes 1024-65535, "
-                        "chat_deadline_ms 1-3600000, sse_keepalive_s 0-3600, "
+                        "chat_deadline_ms 1-3600000, sse_keepalive_s 0-3600, header_timeout_ms "
+                        "and body_timeout_ms 100-600000, body_min_rate 0-1000000000, "
                         "health_cache_ms 0-60000, ...)\n");
         return -1;
     }
+    cfg->body_timeout_ms = (int)body_timeout;
+    cfg->body_min_rate = (int)body_rate;
     /* connections above the descriptor limit would fail at accept(): cap them so
        the excess is answered 503 instead (64 descriptors for everything else) */
     struct rlimit rl;

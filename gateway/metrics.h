@@ -33,6 +33,7 @@ typedef struct {
     size_t topics;           /* event subscriptions */
     size_t auth_cache_entries;
     size_t rate_limit_entries; /* addresses and tokens the rate/connection limits track */
+    size_t unfinished;         /* requests whose head or body is still arriving */
     uint64_t events_received;
 } metrics_gauges_t;
 

@@ -117,15 +117,13 @@ int server_start(gw_t *gw)
     info.max_http_header_pool = 4096; /* requests waiting on a worker each keep one */
     info.keepalive_timeout = gw->cfg.keepalive_s;
     info.timeout_secs = 10;
-    info.timeout_secs_ah_idle = 70;
-    if (gw->tls) {
-        /* The listener cannot see a TLS connection's request head, so its header
-           timeout ends at the first byte. libwebsockets' "holding a header table
-           without a complete head" timeout takes over from there: a client that
-           finished the handshake has header_timeout_ms to send its head. */
-        int secs = (gw->cfg.header_timeout_ms + 999) / 1000;
-        info.timeout_secs_ah_idle = (unsigned int)(secs < 1 ? 1 : secs);
-    }
+    /* libwebsockets' "holding a header table without a complete head" timeout
+       bounds the heads the listener does not see: every head after the first on a
+       keep-alive connection (a client that trickles its second head holds a table
+       of the pool meanwhile), and on a TLS port every head (the listener's header
+       timeout ends at the first byte of the handshake there). */
+    int ah_secs = (gw->cfg.header_timeout_ms + 999) / 1000;
+    info.timeout_secs_ah_idle = (unsigned int)(ah_secs < 1 ? 1 : ah_secs);
     info.retry_and_idle_policy = gw->cfg.ws_ping_s > 0 ? policy : NULL;
     info.vhost_name = "sluice";
     gw->lws = lws_create_context(&info);

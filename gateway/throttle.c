@@ -1,5 +1,5 @@
-/*  throttle.c - request rates per address and per token, connections per
-    address. See throttle.h. */
+/*  throttle.c - request rates per address and per token, connections and
+    unfinished requests per address. See throttle.h. */
 #include "throttle.h"
 #include "clock.h"
 #include "metrics.h"
@@ -16,6 +16,7 @@
 struct throttle_peer_t {
     char key[INET6_ADDRSTRLEN + 8]; /* "1.2.3.4" or "2001:db8:1:2::/64" */
     size_t connections;
+    size_t pending; /* of those, with a request not yet whole */
 };
 
 struct throttle_t {
@@ -23,6 +24,7 @@ struct throttle_t {
     ratelimit_t *by_address; /* NULL: no address rate */
     ratelimit_t *by_token;   /* NULL: no token rate */
     size_t max_connections;  /* per address; 0: none */
+    size_t max_pending;      /* unfinished requests per address; 0: none */
     zhashx_t *peers;         /* key -> throttle_peer_t (owned by their connections) */
 };
 
@@ -53,6 +55,7 @@ throttle_t *throttle_new(gw_t *gw)
         return NULL;
     self->gw = gw;
     self->max_connections = cfg->address_max_connections;
+    self->max_pending = cfg->address_max_pending;
     if (s_tables(cfg, &self->by_address, &self->by_token) != 0) {
         slog_error("throttle: bad rate limit settings");
         throttle_destroy(&self);
@@ -74,6 +77,7 @@ int throttle_reconfigure(throttle_t *self, const gw_config_t *cfg)
     self->by_address = by_address;
     self->by_token = by_token;
     self->max_connections = cfg->address_max_connections;
+    self->max_pending = cfg->address_max_pending;
     return 0;
 }
 
@@ -118,18 +122,23 @@ static bool s_address_key(int fd, char *key, size_t size)
     return true;
 }
 
-throttle_peer_t *throttle_connect(throttle_t *self, int fd, bool *refused)
+throttle_peer_t *throttle_connect(throttle_t *self, int fd, throttle_admit_t *refused)
 {
-    *refused = false;
-    if (!self->by_address && !self->max_connections)
+    *refused = THROTTLE_ADMITTED;
+    if (!self->by_address && !self->max_connections && !self->max_pending)
         return NULL;
     char key[sizeof((throttle_peer_t *)0)->key];
     if (!s_address_key(fd, key, sizeof key))
         return NULL;
     throttle_peer_t *p = zhashx_lookup(self->peers, key);
     if (p && self->max_connections && p->connections >= self->max_connections) {
-        *refused = true;
+        *refused = THROTTLE_CONNECTIONS;
         metrics_count(self->gw->metrics, "rate_limited_connections");
+        return NULL;
+    }
+    if (p && self->max_pending && p->pending >= self->max_pending) {
+        *refused = THROTTLE_PENDING;
+        metrics_count(self->gw->metrics, "rate_limited_pending");
         return NULL;
     }
     if (!p) {
@@ -138,7 +147,22 @@ throttle_peer_t *throttle_connect(throttle_t *self, int fd, bool *refused)
         zhashx_insert(self->peers, p->key, p);
     }
     p->connections++;
+    p->pending++; /* its head */
     return p;
+}
+
+void throttle_pending_begin(throttle_t *self, throttle_peer_t *peer)
+{
+    (void)self;
+    if (peer)
+        peer->pending++;
+}
+
+void throttle_pending_end(throttle_t *self, throttle_peer_t *peer)
+{
+    (void)self;
+    if (peer && peer->pending)
+        peer->pending--;
 }
 
 void throttle_disconnect(throttle_t *self, throttle_peer_t **peer_p)

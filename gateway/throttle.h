@@ -1,5 +1,7 @@
 /*  throttle.h - the limits per client: request rate per address and per token
-    (token buckets, ratelimit.h), and open connections per address.
+    (token buckets, ratelimit.h), open connections per address, and unfinished
+    requests per address (connections whose client has not sent a whole request
+    yet: a head still arriving, or a body).
 
     A client address is the peer's IPv4 address, or the /64 prefix of its IPv6
     address (one host usually holds a whole /64). Tokens are keyed by a SHA-256
@@ -30,12 +32,26 @@ throttle_t *throttle_new(gw_t *gw);
 int throttle_reconfigure(throttle_t *self, const gw_config_t *cfg);
 void throttle_destroy(throttle_t **self_p);
 
-/* A connection was accepted on fd. Returns its peer (its address, holding one
-   connection) or NULL when no per-address limit is on. *refused: the address
-   already holds address_max_connections (counted; the caller closes fd). */
-throttle_peer_t *throttle_connect(throttle_t *self, int fd, bool *refused);
+typedef enum {
+    THROTTLE_ADMITTED = 0,
+    THROTTLE_CONNECTIONS, /* the address holds address_max_connections already */
+    THROTTLE_PENDING,     /* the address has address_max_pending unfinished requests */
+} throttle_admit_t;
 
-/* The connection of peer closed. Accepts NULL. */
+/* A connection was accepted on fd. Returns its peer (its address, holding one
+   connection, with one unfinished request: its head) or NULL when no per-address
+   limit is on. *refused says why the address may not have it (counted; the
+   caller closes fd). */
+throttle_peer_t *throttle_connect(throttle_t *self, int fd, throttle_admit_t *refused);
+
+/* An unfinished request of peer's: begins (a body to read; the head's is counted
+   by throttle_connect) or ends (the head or body has arrived, or was given up).
+   Each accepts NULL. */
+void throttle_pending_begin(throttle_t *self, throttle_peer_t *peer);
+void throttle_pending_end(throttle_t *self, throttle_peer_t *peer);
+
+/* The connection of peer closed (its unfinished requests ended before). Accepts
+   NULL. */
 void throttle_disconnect(throttle_t *self, throttle_peer_t **peer_p);
 
 /* One request (HTTP, or a WebSocket handshake) from peer (may be NULL). Returns 0,

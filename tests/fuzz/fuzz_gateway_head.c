@@ -1,7 +1,8 @@
 /*  libFuzzer target: the listener's request-head parser (gateway/http_head.c), which
     reads the first request of every connection before libwebsockets does. Whatever
-    the bytes, it answers OK, INCOMPLETE, MALFORMED or TOO_BIG, and on OK every
-    field it filled is a NUL-terminated string inside the struct. */
+    the bytes, it answers OK, INCOMPLETE, MALFORMED, TOO_BIG or BAD_ESCAPE, and on OK
+    every field it filled is a NUL-terminated string inside the struct; the
+    plausibility check and the decoder stay inside their buffers. */
 #include "http_head.h"
 
 #include <stdint.h>
@@ -20,7 +21,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (h.args[i] < h.query || h.args[i] >= h.query + sizeof h.query)
                 abort();
     }
+    (void)http_head_plausible((const char *)data, size);
     char out[64];
-    http_head_decode((const char *)data, size, out, sizeof out, size & 1);
+    if (http_head_decode((const char *)data, size, out, sizeof out, size & 1) >= (long)sizeof out)
+        abort();
     return 0;
 }

@@ -373,13 +373,39 @@ static void test_head(void)
                          "GET / HTTP/1.1\r\n Folded: x\r\n\r\n"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         CHECK(http_head_parse(bad[i], strlen(bad[i]), &h) == HTTP_HEAD_MALFORMED);
-    const char *esc = "GET /a%zz HTTP/1.1\r\n\r\n";
-    CHECK(http_head_parse(esc, strlen(esc), &h) == HTTP_HEAD_TOO_BIG);
+    /* bad escapes anywhere in the target are refused, even with a part too big */
+    const char *esc[] = {"GET /a%zz HTTP/1.1\r\n\r\n", "DELETE /v1/clipboard/1%00 HTTP/1.1\r\n\r\n",
+                         "GET /x?a=%00 HTTP/1.1\r\n\r\n", "GET /x?a=%4 HTTP/1.1\r\n\r\n"};
+    for (size_t i = 0; i < sizeof esc / sizeof esc[0]; i++)
+        CHECK(http_head_parse(esc[i], strlen(esc[i]), &h) == HTTP_HEAD_BAD_ESCAPE);
+    char longer[600];
+    snprintf(longer, sizeof longer, "GET /%0300d%%00 HTTP/1.1\r\n\r\n", 0);
+    CHECK(http_head_parse(longer, strlen(longer), &h) == HTTP_HEAD_BAD_ESCAPE);
+    snprintf(longer, sizeof longer, "GET /%0300d HTTP/1.1\r\n\r\n", 0);
+    CHECK(http_head_parse(longer, strlen(longer), &h) == HTTP_HEAD_TOO_BIG);
     char dst[8];
     CHECK(http_head_decode("a%41+", 5, dst, sizeof dst, true) == 3 && strcmp(dst, "aA ") == 0);
-    CHECK(http_head_decode("%00", 3, dst, sizeof dst, true) == -1);
-    CHECK(http_head_decode("%4", 2, dst, sizeof dst, true) == -1);
-    CHECK(http_head_decode("123456789", 9, dst, sizeof dst, true) == -1);
+    CHECK(http_head_decode("%00", 3, dst, sizeof dst, true) == HTTP_HEAD_DECODE_ESCAPE);
+    CHECK(http_head_decode("%4", 2, dst, sizeof dst, true) == HTTP_HEAD_DECODE_ESCAPE);
+    CHECK(http_head_decode("123456789", 9, dst, sizeof dst, true) == HTTP_HEAD_DECODE_NOSPACE);
+    CHECK(http_head_decode("12345678%zz", 11, dst, sizeof dst, true) == HTTP_HEAD_DECODE_ESCAPE);
+    /* the start of a connection that can still be a request, and bytes that cannot */
+    const char *maybe[] = {"",
+                           "G",
+                           "GE",
+                           "POST",
+                           "POST ",
+                           "POST /v1/us",
+                           "GET / ",
+                           "GET / HTTP/1",
+                           "GET / HTTP/1.1\r\nHost",
+                           "OPTIONS * HTTP/1.0"};
+    for (size_t i = 0; i < sizeof maybe / sizeof maybe[0]; i++)
+        CHECK(http_head_plausible(maybe[i], strlen(maybe[i])));
+    const char *never[] = {"g",         " GET",         "\x16\x03\x01", "HELLOWORLD", "GET x",
+                           "GET /a\tb", "GET / HTTP/2", "GET / XTTP",   "GET\r\n"};
+    for (size_t i = 0; i < sizeof never / sizeof never[0]; i++)
+        CHECK(!http_head_plausible(never[i], strlen(never[i])));
 }
 
 static void test_metrics(void)

@@ -288,11 +288,12 @@ def test_gateway_sighup_changes_log_level_and_rate_limits(stack, tmp_path):
 
     assert 429 not in statuses(6)
     settings.update(log_level="debug", address_rate=1, address_burst=2, token_rate=7,
-                    max_body_bytes=1000)
+                    max_body_bytes=1000, address_max_pending=64, max_pending=500)
     write_config(path, settings)
     line = reload(g, 0)
     assert "changed " in line and "log_level info -> debug" in line, line
     assert "address_rate 0 -> 1" in line and "token_rate 0 -> 7" in line, line
+    assert "address_max_pending 256 -> 64" in line and "max_pending 2048 -> 500" in line, line
     assert "needs a restart, ignored: max_body_bytes" in line, line
     # the new per-address rate applies to a new connection at once, without a restart
     http.close()
