@@ -44,19 +44,6 @@ void login_throttle_destroy(login_throttle_t **self_p)
     *self_p = NULL;
 }
 
-bool login_username_possible(const char *s, size_t len)
-{
-    if (!s || len < 3 || len > LOGIN_USERNAME_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '.' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
 int login_throttle_begin(login_throttle_t *self, const char *username, size_t len,
                          const char *address, int64_t now_ms, login_attempt_t *a,
                          const char **limit)

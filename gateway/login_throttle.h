@@ -15,7 +15,7 @@
     (max_entries each, least recently used evicted). Usernames are compared as
     the database does for the usernames an account can have: ASCII letters
     ignoring case. A username no account can have is not sent to a worker at all
-    (login_username_possible), since the database's comparison would make many
+    (validate_username), since the database's comparison would make many
     spellings (trailing spaces, accents) one account and so many throttle keys.
     Pure: no I/O, time is passed in.
 */
@@ -49,9 +49,6 @@ typedef struct {
 /* NULL on bad values or out of memory. With both limits 0 it counts nothing. */
 login_throttle_t *login_throttle_new(const login_throttle_config_t *cfg);
 void login_throttle_destroy(login_throttle_t **self_p);
-
-/* Whether an account can have this username: 3-64 of [A-Za-z0-9_.-]. */
-bool login_username_possible(const char *s, size_t len);
 
 /*  Before a login: takes one attempt for username (NULL: an impossible one, only
     the address counts) and address (NULL or "": none known). Returns 0, or the
