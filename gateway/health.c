@@ -66,8 +66,8 @@ static metrics_gauges_t s_gauges(gw_t *gw)
         .upstream_pending = upstream_pending(gw->upstream),
         .topics = events_topics(gw->events),
         .auth_cache_entries = auth_cache_size(gw->auth),
-        .rate_limit_entries = (gw->throttle ? throttle_entries(gw->throttle) : 0) +
-                              (gw->logins ? login_throttle_entries(gw->logins) : 0),
+        .rate_limit_entries = gw->throttle ? throttle_entries(gw->throttle) : 0,
+        .login_throttle_entries = gw->logins ? login_throttle_entries(gw->logins) : 0,
         .events_received = events_received(gw->events),
     };
     return g;

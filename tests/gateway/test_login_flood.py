@@ -293,3 +293,22 @@ def test_impossible_usernames_are_refused_without_a_hash(stack):
             assert body["error"]["message"] == "invalid username or password", body
     finally:
         g.stop()
+
+
+def test_failed_login_tables_stay_bounded(stack):
+    """Failed logins on many usernames from many addresses: the gateway tracks at
+    most ratelimit_max_entries usernames and as many addresses (the least recently
+    seen are dropped), seen in /metrics."""
+    import re
+    g = Gateway(stack, ratelimit_max_entries=5)
+    try:
+        for i in range(20):
+            status, _, _ = login(g.port, "nobody%d-%s" % (i, uuid.uuid4().hex[:6]), "x",
+                                 source="127.0.24.%d" % (1 + i))
+            assert status == 401
+        text = requests.get(g.url + "/metrics", timeout=10).text
+        m = re.search(r"^sluice_gateway_login_throttle_entries (\d+)$", text, re.M)
+        assert m, text[:500]
+        assert 1 <= int(m.group(1)) <= 10, m.group(0)
+    finally:
+        g.stop()
