@@ -26,6 +26,7 @@ typedef struct notify_t notify_t;
 typedef struct static_files_t static_files_t;
 typedef struct http_req_t http_req_t;
 typedef struct throttle_t throttle_t;
+typedef struct login_throttle_t login_throttle_t;
 
 /* Settings read once at start (docs/config.md, section gateway). */
 typedef struct {
@@ -64,7 +65,10 @@ typedef struct {
     int address_burst;           /* requests an address may make at once */
     size_t address_max_connections; /* open connections per client address (0: no limit) */
     size_t address_max_pending;     /* unfinished requests per client address (0: no limit) */
-    size_t ratelimit_max_entries;   /* addresses, and tokens, tracked by the rate limits */
+    size_t ratelimit_max_entries;   /* addresses, tokens, usernames tracked by each limit */
+    int login_fail_username_max;    /* failed logins per username in the window (0: none) */
+    int login_fail_address_max;     /* failed logins per client address in the window (0: none) */
+    int login_fail_window_s;        /* a whole allowance of failed logins comes back over this */
 } gw_config_t;
 
 typedef struct gw_t {
@@ -83,6 +87,7 @@ typedef struct gw_t {
     notify_t *notify;              /* the WebSocket actors, by user */
     static_files_t *static_files;  /* the web client, loaded at start */
     throttle_t *throttle;          /* rate and connection limits per address and token */
+    login_throttle_t *logins;      /* failed logins per username and per address */
     bool tls;                      /* the port speaks TLS (tls_cert is set) */
     size_t connections;            /* client connections owned by libwebsockets */
     int in_lws_callback;           /* libwebsockets callbacks running now (they may nest) */

@@ -17,6 +17,7 @@
 #include "clock.h"
 #include "events.h"
 #include "listener.h"
+#include "login_throttle.h"
 #include "metrics.h"
 #include "mp.h"
 #include "notify.h"
@@ -109,6 +110,7 @@ static metrics_gauges_t s_gauges(gw_t *gw)
         .auth_cache_entries = auth_cache_size(gw->auth),
         .rate_limit_entries = gw->throttle ? throttle_entries(gw->throttle) : 0,
         .unfinished = (gw->listener ? listener_pending(gw->listener) : 0) + gw->bodies_pending,
+        .login_throttle_entries = gw->logins ? login_throttle_entries(gw->logins) : 0,
         .events_received = events_received(gw->events),
     };
     return g;

@@ -29,6 +29,7 @@
 #include "auth_cache.h"
 #include "clock.h"
 #include "health.h"
+#include "login_throttle.h"
 #include "metrics.h"
 #include "mp.h"
 #include "render.h"
@@ -72,6 +73,7 @@ struct http_req_t {
     int64_t user_id;
     int64_t device_id;
     upstream_call_t *call;
+    login_attempt_t login; /* POST /v1/sessions: what it took from the failed-login limits */
     auth_wait_t *auth_wait;
     health_call_t *health;
     bool started;     /* s_start ran (lws may also report an empty body done) */
@@ -211,6 +213,9 @@ static void s_free(http_req_t *req)
                    "chat: the client went away: cancelling the answer");
     }
     upstream_cancel(gw->upstream, &req->call, req->chat && !gw->closing);
+    /* a login whose client left before its answer counts as failed: leaving early
+       must not be a way around the limit */
+    login_throttle_end(gw->logins, &req->login, 0, clock_now_ms());
     if (req->sse_open)
         s_stream_unlink(req);
     free(req->out);
@@ -351,7 +356,49 @@ static void s_on_reply(void *arg, bool final, int status, const msgpack_object *
     if (!final)
         return; /* only chat.generate streams; it has its own callback */
     req->call = NULL;
+    login_throttle_end(req->gw->logins, &req->login, status, clock_now_ms());
     s_answer(req, status, body, 0);
+}
+
+/*  POST /v1/sessions, valid so far (packed holds the op): the failed-login limits
+    (login_throttle.h). Returns 0 to go on to the worker; otherwise the request
+    was answered here: 429 naming the limit hit, or 401 for a username no account
+    can have (the same answer a worker gives, without costing it a hash). */
+static int s_login_check(http_req_t *req, const msgpack_sbuffer *packed)
+{
+    gw_t *gw = req->gw;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    const char *name = NULL;
+    size_t len = 0;
+    if (msgpack_unpack_next(&u, packed->data, packed->size, NULL) == MSGPACK_UNPACK_SUCCESS)
+        mp_get_str(mp_get(&u.data, "args"), "username", &name, &len);
+    bool possible = validate_username(name, len);
+    char address[RATELIMIT_KEY_MAX + 1] = "";
+    if (req->wsi && !throttle_address_key(lws_get_socket_fd(req->wsi), address, sizeof address))
+        address[0] = 0;
+    const char *limit = NULL;
+    int wait = login_throttle_begin(gw->logins, possible ? name : NULL, len, address,
+                                    clock_now_ms(), &req->login, &limit);
+    msgpack_unpacked_destroy(&u);
+    if (wait) {
+        bool by_name = strcmp(limit, "login_fail_username_max") == 0;
+        metrics_count(gw->metrics,
+                      by_name ? "rate_limited_login_username" : "rate_limited_login_address");
+        req->retry_after_s = wait;
+        s_error(req, 429, "rate_limited",
+                "too many failed logins %s (%s = %d in %d s); retry in %d s",
+                by_name ? "for this username" : "from your address", limit,
+                by_name ? gw->cfg.login_fail_username_max : gw->cfg.login_fail_address_max,
+                gw->cfg.login_fail_window_s, wait);
+        return -1;
+    }
+    if (!possible) {
+        login_throttle_end(gw->logins, &req->login, 401, clock_now_ms());
+        s_error(req, 401, "unauthorized", "invalid username or password");
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- chat answers: Server-Sent Events -------------------------------------- */
@@ -583,6 +630,10 @@ static void s_dispatch(http_req_t *req)
         s_error(req, err.status, err.code, "%s", err.message);
         return;
     }
+    if (req->route->id == ROUTE_SESSIONS_CREATE && s_login_check(req, &buf) != 0) {
+        msgpack_sbuffer_destroy(&buf);
+        return;
+    }
     upstream_fn *fn = s_on_reply;
     if (req->route->id == ROUTE_MSG_CREATE) {
         req->chat = true;
@@ -597,8 +648,10 @@ static void s_dispatch(http_req_t *req)
     req->call = upstream_call(gw->upstream, req->route->service, buf.data, buf.size,
                               gw->cfg.deadline_ms[req->route->id], fn, req);
     msgpack_sbuffer_destroy(&buf);
-    if (!req->call)
+    if (!req->call) {
+        login_throttle_end(gw->logins, &req->login, 503, clock_now_ms()); /* not a failure */
         s_error(req, 503, "unavailable", "no broker is reachable; try again");
+    }
 }
 
 static void s_on_auth(void *arg, const auth_answer_t *a)

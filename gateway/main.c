@@ -21,6 +21,7 @@
 #include "http.h"
 #include "health.h"
 #include "listener.h"
+#include "login_throttle.h"
 #include "metrics.h"
 #include "mp.h"
 #include "notify.h"
@@ -114,7 +115,13 @@ static const config_option_t s_options[] = {
      "unfinished requests (head or body still arriving) per client address; more connections "
      "get 429 (0: no limit)"},
     {"ratelimit_max_entries", CONFIG_INT, "100000",
-     "addresses, and tokens, the rate limits track; the least recently seen go first"},
+     "addresses, tokens and usernames each limit tracks; the least recently seen go first"},
+    {"login_fail_username_max", CONFIG_INT, "10",
+     "failed logins per username within login_fail_window_s; more get 429 (0: no limit)"},
+    {"login_fail_address_max", CONFIG_INT, "30",
+     "failed logins per client address within login_fail_window_s; more get 429 (0: no limit)"},
+    {"login_fail_window_s", CONFIG_INT, "300",
+     "the failed-login allowances fill up again over this many seconds"},
     CURVE_CLIENT_OPTIONS,
     {NULL, 0, NULL, NULL},
 };
@@ -212,6 +219,7 @@ static void s_janitor(uv_timer_t *timer)
     auth_cache_janitor(gw->auth, now);
     listener_janitor(gw->listener, now);
     throttle_janitor(gw->throttle, now);
+    login_throttle_expire(gw->logins, now);
     http_janitor(gw, now);
     if (!gw->stopping)
         return;
@@ -279,7 +287,33 @@ static int s_rate_settings(const config_t *c, gw_config_t *cfg, char *why, size_
     cfg->address_burst = (int)address_burst;
     cfg->address_max_connections = (size_t)per_address;
     cfg->ratelimit_max_entries = (size_t)rl_entries;
+    int64_t login_user = config_int(c, "login_fail_username_max");
+    int64_t login_address = config_int(c, "login_fail_address_max");
+    int64_t login_window = config_int(c, "login_fail_window_s");
+    if (login_user < 0 || login_user > 1000000 || login_address < 0 || login_address > 1000000 ||
+        login_window < 1 || login_window > 86400) {
+        snprintf(why, why_size,
+                 "a failed-login limit is out of range: login_fail_username_max "
+                 "and login_fail_address_max 0-1000000, login_fail_window_s "
+                 "1-86400");
+        return -1;
+    }
+    cfg->login_fail_username_max = (int)login_user;
+    cfg->login_fail_address_max = (int)login_address;
+    cfg->login_fail_window_s = (int)login_window;
     return 0;
+}
+
+/* The failed-login throttle cfg asks for; NULL out of memory. */
+static login_throttle_t *s_logins(const gw_config_t *cfg)
+{
+    login_throttle_config_t lc = {
+        .username_max = cfg->login_fail_username_max,
+        .address_max = cfg->login_fail_address_max,
+        .window_s = cfg->login_fail_window_s,
+        .max_entries = cfg->ratelimit_max_entries,
+    };
+    return login_throttle_new(&lc);
 }
 
 /* The settings a SIGHUP applies, besides log_level. */
@@ -291,6 +325,9 @@ static const char *const s_reloadable[] = {"token_rate",
                                            "address_max_pending",
                                            "max_pending",
                                            "ratelimit_max_entries",
+                                           "login_fail_username_max",
+                                           "login_fail_address_max",
+                                           "login_fail_window_s",
                                            NULL};
 
 static int s_apply_limits(void *arg, const config_t *fresh, char *why, size_t why_size)
@@ -299,10 +336,16 @@ static int s_apply_limits(void *arg, const config_t *fresh, char *why, size_t wh
     gw_config_t next = gw->cfg;
     if (s_rate_settings(fresh, &next, why, why_size) != 0)
         return -1;
-    if (gw->throttle && throttle_reconfigure(gw->throttle, &next) != 0) {
+    /* the failed-login tables are made anew (counts start from nothing), like the
+       rate buckets; attempts in flight give back to the new tables, harmlessly */
+    login_throttle_t *logins = s_logins(&next);
+    if (!logins || (gw->throttle && throttle_reconfigure(gw->throttle, &next) != 0)) {
+        login_throttle_destroy(&logins);
         snprintf(why, why_size, "out of memory for the new rate limit tables");
         return -1;
     }
+    login_throttle_destroy(&gw->logins);
+    gw->logins = logins;
     gw->cfg = next; /* only the limits differ */
     return 0;
 }
@@ -463,6 +506,7 @@ int main(int argc, char **argv)
     gw->health = health_new(gw, gw->cfg.health_cache_ms);
     gw->tls = gw->cfg.tls_cert[0] != 0;
     gw->throttle = throttle_new(gw);
+    gw->logins = s_logins(&gw->cfg);
     gw->static_files = static_files_new(gw->cfg.static_dir);
     gw->upstream = upstream_new(gw->loop, config_str(m.config, "frontend"), &m.curve);
     gw->events = events_new(gw->loop, config_str(m.config, "events_out"), &m.curve,
@@ -473,7 +517,7 @@ int main(int argc, char **argv)
         gw->auth = auth_cache_new(gw->upstream, gw->events, &acfg);
     if (gw->auth)
         gw->notify = notify_new(gw);
-    if (!gw->static_files || !gw->notify || !gw->throttle || !gw->health ||
+    if (!gw->static_files || !gw->notify || !gw->throttle || !gw->health || !gw->logins ||
         server_start(gw) != 0 ||
         !(gw->listener = listener_new(gw))) {
         slog_error("gateway: start failed");
@@ -512,6 +556,7 @@ out:
     uv_run(gw->loop, UV_RUN_DEFAULT);
     listener_destroy(&gw->listener);
     throttle_destroy(&gw->throttle); /* after every connection closed: they hold peers */
+    login_throttle_destroy(&gw->logins);
     static_files_destroy(&gw->static_files);
     metrics_destroy(&gw->metrics);
     free(gw->lws_policy);

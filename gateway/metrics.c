@@ -270,11 +270,16 @@ void metrics_render(metrics_t *self, FILE *out, const metrics_gauges_t *g,
             "arriving (bounded by max_pending).\n"
             "# TYPE sluice_gateway_unfinished_requests gauge\n"
             "sluice_gateway_unfinished_requests %zu\n"
+            "# HELP sluice_gateway_login_throttle_entries Usernames and addresses with failed "
+            "logins counted.\n"
+            "# TYPE sluice_gateway_login_throttle_entries gauge\n"
+            "sluice_gateway_login_throttle_entries %zu\n"
             "# HELP sluice_gateway_events_received_total Events received from the brokers.\n"
             "# TYPE sluice_gateway_events_received_total counter\n"
             "sluice_gateway_events_received_total %" PRIu64 "\n",
             g->websockets, g->streams, g->connections, g->upstream_pending, g->topics,
-            g->auth_cache_entries, g->rate_limit_entries, g->unfinished, g->events_received);
+            g->auth_cache_entries, g->rate_limit_entries, g->unfinished,
+            g->login_throttle_entries, g->events_received);
     if (zhashx_size(self->counters)) {
         fputs("# HELP sluice_gateway_events_total Refusals and closes, by reason.\n"
               "# TYPE sluice_gateway_events_total counter\n",

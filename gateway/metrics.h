@@ -32,8 +32,9 @@ typedef struct {
     size_t upstream_pending; /* SMP requests awaiting a reply */
     size_t topics;           /* event subscriptions */
     size_t auth_cache_entries;
-    size_t rate_limit_entries; /* addresses and tokens the rate/connection limits track */
-    size_t unfinished;         /* requests whose head or body is still arriving */
+    size_t rate_limit_entries;     /* addresses and tokens the rate/connection limits track */
+    size_t unfinished;             /* requests whose head or body is still arriving */
+    size_t login_throttle_entries; /* usernames and addresses with failed logins counted */
     uint64_t events_received;
 } metrics_gauges_t;
 

@@ -89,17 +89,31 @@ void ratelimit_destroy(ratelimit_t **self_p)
     *self_p = NULL;
 }
 
+/* key's bucket, NULL when not held; key is cut to RATELIMIT_KEY_MAX into k. */
+static s_bucket_t *s_find(ratelimit_t *self, const char *key, char k[RATELIMIT_KEY_MAX + 1])
+{
+    snprintf(k, RATELIMIT_KEY_MAX + 1, "%s", key);
+    return zhashx_lookup(self->buckets, k);
+}
+
+/* Brings b's tokens up to now_ms and makes it the most recently used. */
+static void s_refill(ratelimit_t *self, s_bucket_t *b, int64_t now_ms)
+{
+    int64_t elapsed = now_ms > b->last_ms ? now_ms - b->last_ms : 0;
+    b->tokens += (double)elapsed * self->rate;
+    if (b->tokens > self->burst)
+        b->tokens = self->burst;
+    s_unlink(self, b);
+    b->last_ms = now_ms;
+    s_push_newest(self, b);
+}
+
 int ratelimit_take(ratelimit_t *self, const char *key, int64_t now_ms)
 {
     char k[RATELIMIT_KEY_MAX + 1];
-    snprintf(k, sizeof k, "%s", key);
-    s_bucket_t *b = zhashx_lookup(self->buckets, k);
+    s_bucket_t *b = s_find(self, key, k);
     if (b) {
-        int64_t elapsed = now_ms > b->last_ms ? now_ms - b->last_ms : 0;
-        b->tokens += (double)elapsed * self->rate;
-        if (b->tokens > self->burst)
-            b->tokens = self->burst;
-        s_unlink(self, b);
+        s_refill(self, b, now_ms);
     } else {
         if (zhashx_size(self->buckets) >= self->max_entries) {
             s_remove(self, self->oldest);
@@ -109,9 +123,9 @@ int ratelimit_take(ratelimit_t *self, const char *key, int64_t now_ms)
         memcpy(b->key, k, sizeof k);
         b->tokens = self->burst;
         zhashx_insert(self->buckets, b->key, b);
+        b->last_ms = now_ms;
+        s_push_newest(self, b);
     }
-    b->last_ms = now_ms;
-    s_push_newest(self, b);
     if (b->tokens >= 1.0) {
         b->tokens -= 1.0;
         return 0;
@@ -119,6 +133,26 @@ int ratelimit_take(ratelimit_t *self, const char *key, int64_t now_ms)
     double wait_ms = (1.0 - b->tokens) / self->rate;
     int secs = (int)ceil(wait_ms / 1000.0);
     return secs < 1 ? 1 : secs;
+}
+
+void ratelimit_give(ratelimit_t *self, const char *key, int64_t now_ms)
+{
+    char k[RATELIMIT_KEY_MAX + 1];
+    s_bucket_t *b = s_find(self, key, k);
+    if (!b)
+        return;
+    s_refill(self, b, now_ms);
+    b->tokens += 1.0;
+    if (b->tokens > self->burst)
+        b->tokens = self->burst;
+}
+
+void ratelimit_forget(ratelimit_t *self, const char *key)
+{
+    char k[RATELIMIT_KEY_MAX + 1];
+    s_bucket_t *b = s_find(self, key, k);
+    if (b)
+        s_remove(self, b);
 }
 
 void ratelimit_expire(ratelimit_t *self, int64_t now_ms)

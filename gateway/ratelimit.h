@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RATELIMIT_KEY_MAX 63 /* longer keys are cut */
+#define RATELIMIT_KEY_MAX 64 /* longer keys are cut (a username is at most 64) */
 
 typedef struct ratelimit_t ratelimit_t;
 
@@ -24,6 +24,13 @@ void ratelimit_destroy(ratelimit_t **self_p);
 /* Takes one token from key's bucket at now_ms. Returns 0 when it was there,
    else the whole seconds (at least 1) until one will be: the Retry-After. */
 int ratelimit_take(ratelimit_t *self, const char *key, int64_t now_ms);
+
+/* Puts back one token taken from key's bucket (never above burst): what was
+   taken for something that turned out not to count. A key not held is full. */
+void ratelimit_give(ratelimit_t *self, const char *key, int64_t now_ms);
+
+/* Forgets key: its bucket is full again. */
+void ratelimit_forget(ratelimit_t *self, const char *key);
 
 /* Forgets the keys whose bucket is full again by now_ms. */
 void ratelimit_expire(ratelimit_t *self, int64_t now_ms);

@@ -98,8 +98,7 @@ void throttle_destroy(throttle_t **self_p)
     *self_p = NULL;
 }
 
-/* The address key of the peer of fd; false when it has none (not an IP socket). */
-static bool s_address_key(int fd, char *key, size_t size)
+bool throttle_address_key(int fd, char *key, size_t size)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
@@ -128,7 +127,7 @@ throttle_peer_t *throttle_connect(throttle_t *self, int fd, throttle_admit_t *re
     if (!self->by_address && !self->max_connections && !self->max_pending)
         return NULL;
     char key[sizeof((throttle_peer_t *)0)->key];
-    if (!s_address_key(fd, key, sizeof key))
+    if (!throttle_address_key(fd, key, sizeof key))
         return NULL;
     throttle_peer_t *p = zhashx_lookup(self->peers, key);
     if (p && self->max_connections && p->connections >= self->max_connections) {

@@ -61,6 +61,10 @@ int throttle_request(throttle_t *self, const throttle_peer_t *peer);
 /* One request with this token. 0, or the Retry-After of a 429. */
 int throttle_token(throttle_t *self, const char *token, size_t len);
 
+/* The client address key of the peer of fd (as the limits here count it:
+   IPv4, or an IPv6 /64) into key; false when it has none (not an IP socket). */
+bool throttle_address_key(int fd, char *key, size_t size);
+
 /* Forgets idle buckets (every janitor tick). */
 void throttle_janitor(throttle_t *self, int64_t now_ms);
 

@@ -1,8 +1,9 @@
 /*  Unit tests of the gateway's pure modules: routes, validation (JSON -> SMP body),
-    rendering (MessagePack -> JSON, ids as strings), the request-head parser and the
-    Prometheus text. */
+    rendering (MessagePack -> JSON, ids as strings), the request-head parser, the
+    Prometheus text, the rate limits and the failed-login throttle. */
 #include "../unit/check.h"
 #include "http_head.h"
+#include "login_throttle.h"
 #include "metrics.h"
 #include "mp.h"
 #include "ratelimit.h"
@@ -490,6 +491,128 @@ static void test_ratelimit(void)
     ratelimit_destroy(&rl);
 }
 
+static void test_ratelimit_give_and_forget(void)
+{
+    int64_t t = 1000000;
+    ratelimit_t *rl = ratelimit_new(1, 2, 10);
+    CHECK(ratelimit_take(rl, "a", t) == 0);
+    CHECK(ratelimit_take(rl, "a", t) == 0);
+    CHECK(ratelimit_take(rl, "a", t) == 1);
+    ratelimit_give(rl, "a", t); /* one back */
+    CHECK(ratelimit_take(rl, "a", t) == 0);
+    CHECK(ratelimit_take(rl, "a", t) == 1);
+    for (int i = 0; i < 5; i++)
+        ratelimit_give(rl, "a", t); /* never above burst */
+    CHECK(ratelimit_take(rl, "a", t) == 0);
+    CHECK(ratelimit_take(rl, "a", t) == 0);
+    CHECK(ratelimit_take(rl, "a", t) == 1);
+    ratelimit_give(rl, "nobody", t); /* a key not held is full already */
+    CHECK(ratelimit_size(rl) == 1);
+    ratelimit_forget(rl, "a");
+    CHECK(ratelimit_size(rl) == 0);
+    CHECK(ratelimit_take(rl, "a", t) == 0);
+    ratelimit_forget(rl, "nobody");
+    /* a 64-character key (the longest username) is kept whole */
+    char k1[65], k2[65];
+    memset(k1, 'u', 64);
+    k1[64] = 0;
+    memcpy(k2, k1, sizeof k1);
+    k2[63] = 'v';
+    CHECK(ratelimit_take(rl, k1, t) == 0);
+    CHECK(ratelimit_take(rl, k1, t) == 0);
+    CHECK(ratelimit_take(rl, k2, t) == 0);
+    ratelimit_destroy(&rl);
+}
+
+static void test_login_throttle(void)
+{
+    CHECK(validate_username("ann", 3));
+    CHECK(validate_username("Ann_B.c-9", 9));
+    CHECK(!validate_username("an", 2));
+    CHECK(!validate_username("ann ", 4));
+    CHECK(!validate_username("\xc3\xa0nn", 4));
+    CHECK(!validate_username(NULL, 0));
+    char long_name[66];
+    memset(long_name, 'a', 65);
+    long_name[65] = 0;
+    CHECK(validate_username(long_name, 64));
+    CHECK(!validate_username(long_name, 65));
+
+    login_throttle_config_t bad = {
+        .username_max = -1, .address_max = 1, .window_s = 60, .max_entries = 10};
+    CHECK(login_throttle_new(&bad) == NULL);
+    bad = (login_throttle_config_t){
+        .username_max = 1, .address_max = 1, .window_s = 0, .max_entries = 10};
+    CHECK(login_throttle_new(&bad) == NULL);
+
+    /* 3 failures per username, 5 per address, over 60 s */
+    login_throttle_config_t cfg = {
+        .username_max = 3, .address_max = 5, .window_s = 60, .max_entries = 100};
+    login_throttle_t *lt = login_throttle_new(&cfg);
+    CHECK(lt != NULL);
+    int64_t t = 1000000;
+    const char *limit = NULL;
+    login_attempt_t a[8];
+    /* three failures for "Ann", in flight at once: the fourth is refused before
+       any answer came, and names its limit; Retry-After is window / max */
+    for (int i = 0; i < 3; i++)
+        CHECK(login_throttle_begin(lt, "Ann", 3, "10.0.0.1", t, &a[i], &limit) == 0);
+    CHECK(login_throttle_begin(lt, "aNN", 3, "10.0.0.2", t, &a[3], &limit) == 20);
+    CHECK(limit && strcmp(limit, "login_fail_username_max") == 0);
+    CHECK(!a[3].open);
+    for (int i = 0; i < 3; i++)
+        login_throttle_end(lt, &a[i], 401, t);
+    CHECK(login_throttle_begin(lt, "ann", 3, "10.0.0.3", t, &a[0], &limit) == 20);
+    /* ... and one more comes back after window / max */
+    CHECK(login_throttle_begin(lt, "ann", 3, "10.0.0.3", t + 20000, &a[0], &limit) == 0);
+    login_throttle_end(lt, &a[0], 401, t + 20000);
+    /* the address 10.0.0.1 has 3 failures; a refused username took none from it */
+    CHECK(login_throttle_begin(lt, "bob", 3, "10.0.0.1", t, &a[0], &limit) == 0);
+    login_throttle_end(lt, &a[0], 401, t);
+    CHECK(login_throttle_begin(lt, NULL, 0, "10.0.0.1", t, &a[0], &limit) == 0);
+    login_throttle_end(lt, &a[0], 401, t); /* an impossible username counts for its address */
+    CHECK(login_throttle_begin(lt, "carl", 4, "10.0.0.1", t, &a[0], &limit) == 12);
+    CHECK(strcmp(limit, "login_fail_address_max") == 0);
+    /* a refused address takes nothing from the username */
+    for (int i = 0; i < 3; i++) {
+        CHECK(login_throttle_begin(lt, "carl", 4, "10.0.0.9", t, &a[0], &limit) == 0);
+        login_throttle_end(lt, &a[0], 503, t); /* not a failure: given back */
+    }
+    /* successes are given back, and forget the username's failures */
+    for (int i = 0; i < 2; i++) {
+        CHECK(login_throttle_begin(lt, "dana", 4, "10.0.1.1", t, &a[0], &limit) == 0);
+        login_throttle_end(lt, &a[0], 401, t);
+    }
+    CHECK(login_throttle_begin(lt, "dana", 4, "10.0.1.2", t, &a[0], &limit) == 0);
+    login_throttle_end(lt, &a[0], 201, t);
+    for (int i = 0; i < 3; i++) {
+        CHECK(login_throttle_begin(lt, "dana", 4, "10.0.1.3", t, &a[0], &limit) == 0);
+        login_throttle_end(lt, &a[0], 401, t);
+    }
+    CHECK(login_throttle_begin(lt, "dana", 4, "10.0.1.4", t, &a[0], &limit) == 20);
+    /* a client gone before its answer (status 0) counts as a failure */
+    CHECK(login_throttle_begin(lt, "erin", 4, "10.0.2.1", t, &a[0], &limit) == 0);
+    login_throttle_end(lt, &a[0], 0, t);
+    login_throttle_end(lt, &a[0], 201, t); /* closed already: nothing happens */
+    CHECK(login_throttle_entries(lt) > 0);
+    login_throttle_expire(lt, t + 120000);
+    CHECK(login_throttle_entries(lt) == 0);
+    login_throttle_destroy(&lt);
+    CHECK(lt == NULL);
+    login_throttle_destroy(&lt);
+
+    /* both limits 0: nothing is counted or refused */
+    login_throttle_config_t off = {
+        .username_max = 0, .address_max = 0, .window_s = 60, .max_entries = 10};
+    lt = login_throttle_new(&off);
+    for (int i = 0; i < 100; i++) {
+        CHECK(login_throttle_begin(lt, "ann", 3, "10.0.0.1", t, &a[0], &limit) == 0);
+        login_throttle_end(lt, &a[0], 401, t);
+    }
+    CHECK(login_throttle_entries(lt) == 0);
+    login_throttle_destroy(&lt);
+}
+
 int main(void)
 {
     test_routes();
@@ -500,5 +623,7 @@ int main(void)
     test_head();
     test_metrics();
     test_ratelimit();
+    test_ratelimit_give_and_forget();
+    test_login_throttle();
     CHECK_DONE();
 }

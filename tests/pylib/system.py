@@ -70,8 +70,10 @@ class Stack:
     """The whole system on free ports: broker, two DB workers (pool 2 each, no
     overflow), a gateway, and with chat=True a stream worker (echo provider)."""
 
-    def __init__(self, db, chat=False, chat_settings=None):
+    def __init__(self, db, chat=False, chat_settings=None, hash_settings=None):
         self.db = db
+        # the suite's fast Argon2id unless told otherwise ({} : the workers' real cost)
+        self.hash_settings = dict(FAST_HASH if hash_settings is None else hash_settings)
         self.chat = chat
         self.chat_settings = dict(chat_settings or {})
         self.streamworker = None
@@ -91,7 +93,7 @@ class Stack:
             s = dict(self.db.settings())
             s.update({"backend": self.backend, "events_in": self.events_in, "pool_size": 2,
                       "max_overflow": 0, "startup_wait_s": 30})
-            s.update(FAST_HASH)
+            s.update(self.hash_settings)
             w = procs.Proc([procs.binary("dbworker")] + flags(s), name="dbworker")
             w.wait_log("serving", timeout=40)
             self.workers.append(w)

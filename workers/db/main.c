@@ -73,6 +73,10 @@ static const config_option_t s_options[] = {
     {"startup_wait_s", CONFIG_INT, "60", "how long to wait for the database at start"},
     {"argon2_opslimit", CONFIG_INT, "2", "Argon2id passes (crypto_pwhash opslimit)"},
     {"argon2_memlimit_kib", CONFIG_INT, "65536", "Argon2id memory in KiB"},
+    {"hash_queue_max", CONFIG_INT, "8",
+     "password hashes (logins, sign-ups) held at once, waiting or computing; more get 503"},
+    {"hash_nice", CONFIG_INT, "10",
+     "nice value of the hash thread (0-19): other work gets the CPU before password hashing"},
     {"max_item_bytes", CONFIG_INT, "1048576", "largest clipboard item or chat message (413 above)"},
     {"shutdown_timeout_s", CONFIG_INT, "30", "on SIGTERM, the longest wait for in-flight ops"},
     CURVE_CLIENT_OPTIONS,
@@ -88,6 +92,7 @@ typedef struct {
     config_t *applied;      /* the last configuration a SIGHUP applied; NULL: config */
     char name[128];
     pool_t *pool;
+    hash_worker_t *hash;
     ops_t *ops;
     worker_t *worker;
     int sigfd;
@@ -116,6 +121,20 @@ static bool s_signalled(void *arg)
     return sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1;
 }
 
+/*  The credit advertised to the brokers: what the pool can take now, plus the ops
+    in their hash stage. Those hold no connection (they gave it back before
+    hashing) and wait in the hash worker's own bounded queue, so they must not
+    hold `db` credit either: otherwise a login flood takes every credit while it
+    waits for the hash thread, and every other request queues behind it in the
+    broker (issue 16). Adding them back keeps the credit left at the broker
+    (total - requests held) equal to what the pool can take. A worker whose
+    database is unreachable advertises 0 whatever it is hashing. */
+static uint32_t s_credit(const s_ctx_t *ctx)
+{
+    uint32_t capacity = pool_capacity(ctx->pool);
+    return capacity ? capacity + (uint32_t)ops_hashing(ctx->ops) : 0;
+}
+
 /* The pool limits of fresh, checked then applied (config_reload_apply's apply). */
 static int s_apply_pool(void *arg, const config_t *fresh, char *why, size_t why_size)
 {
@@ -139,7 +158,7 @@ static int s_apply_pool(void *arg, const config_t *fresh, char *why, size_t why_
         snprintf(why, why_size, "out of memory");
         return -1;
     }
-    worker_set_credit(ctx->worker, pool_capacity(ctx->pool)); /* the brokers know at once */
+    worker_set_credit(ctx->worker, s_credit(ctx)); /* the brokers know at once */
     return 0;
 }
 
@@ -149,8 +168,8 @@ static int s_apply_pool(void *arg, const config_t *fresh, char *why, size_t why_
 static void s_reload(s_ctx_t *ctx)
 {
     config_t *fresh = NULL;
-    if (config_reload_apply(ctx->config, ctx->applied ? ctx->applied : ctx->config, "db: ",
-                            s_reloadable, s_apply_pool, ctx, &fresh) != 0)
+    if (config_reload_apply(ctx->config, ctx->applied ? ctx->applied : ctx->config,
+                            "db: ", s_reloadable, s_apply_pool, ctx, &fresh) != 0)
         return;
     config_destroy(&ctx->applied);
     ctx->applied = fresh;
@@ -238,7 +257,7 @@ static int s_loop(s_ctx_t *ctx, hash_worker_t *hash)
         pool_tick(ctx->pool);
         ops_tick(ctx->ops);
         if (!ctx->stopping) {
-            worker_set_credit(ctx->worker, pool_capacity(ctx->pool));
+            worker_set_credit(ctx->worker, s_credit(ctx));
         } else {
             if (ops_running(ctx->ops) == 0)
                 return 0;
@@ -280,8 +299,9 @@ int main(int argc, char **argv)
     }
     curve_t curve;
     char curve_why[512];
-    if (curve_load(&curve, config_str(config, "curve_cert"), config_str(config, "curve_broker_cert"),
-                   false, curve_why, sizeof curve_why) != 0) {
+    if (curve_load(&curve, config_str(config, "curve_cert"),
+                   config_str(config, "curve_broker_cert"), false, curve_why,
+                   sizeof curve_why) != 0) {
         slog_error("db: CurveZMQ: %s", curve_why);
         config_destroy(&config);
         return 2;
@@ -324,6 +344,17 @@ int main(int argc, char **argv)
                         "sum at most 1000\n");
         return 2;
     }
+    int64_t hash_queue_max = config_int(config, "hash_queue_max");
+    int64_t hash_nice = config_int(config, "hash_nice");
+    if (hash_queue_max < 1 || hash_queue_max > 1000 || hash_nice < 0 || hash_nice > 19) {
+        fprintf(stderr,
+                "sluice-dbworker: hash_queue_max must be 1-1000 and hash_nice 0-19 (got "
+                "%" PRId64 ", %" PRId64 ")\n",
+                hash_queue_max, hash_nice);
+        config_destroy(&config);
+        mysql_library_end();
+        return 2;
+    }
 
     long wait_timeout = 0;
     const char *dir = config_bool(config, "migrate") ? config_str(config, "migrations_dir") : NULL;
@@ -346,7 +377,9 @@ int main(int argc, char **argv)
     size_t nlinks = s_split(config_str(config, "backend"), &links_buf, links, S_LINKS_MAX);
     size_t nsinks = s_split(config_str(config, "events_in"), &sinks_buf, sinks, S_LINKS_MAX);
     hash_worker_t *hash = hash_worker_new((uint64_t)config_int(config, "argon2_opslimit"),
-                                          (size_t)config_int(config, "argon2_memlimit_kib") * 1024);
+                                          (size_t)config_int(config, "argon2_memlimit_kib") * 1024,
+                                          (size_t)hash_queue_max, (int)hash_nice);
+    ctx.hash = hash;
     ctx.pool = pool_new(&pc);
     events_t *events = events_new(sinks, nsinks, &curve);
     ops_config_t oc = {.max_item_bytes = (size_t)config_int(config, "max_item_bytes")};
@@ -362,7 +395,7 @@ int main(int argc, char **argv)
         ops_set_worker(ctx.ops, ctx.worker);
         worker_set_curve(ctx.worker, &curve);
         pool_start(ctx.pool);
-        if (worker_start(ctx.worker, pool_capacity(ctx.pool)) == 0) {
+        if (worker_start(ctx.worker, s_credit(&ctx)) == 0) {
             slog_info("db: %s serving \"%s\" via %zu broker(s), pool %d+%d", ctx.name,
                       config_str(config, "service"), nlinks, pc.pool_size, pc.max_overflow);
             rc = s_loop(&ctx, hash) == 0 ? 0 : 1;

@@ -81,6 +81,7 @@ void ops_destroy(ops_t **self_p)
     for (dbop_t *op = zlistx_first(self->running); op; op = zlistx_next(self->running)) {
         if (op->waiter.handle)
             pool_cancel(self->pool, &op->waiter);
+        hash_worker_cancel(self->hash, &op->hash_job);
         s_free(op);
     }
     zlistx_destroy(&self->running);
@@ -138,6 +139,7 @@ static int s_reply_status(const dbop_t *op)
 static void s_finish(dbop_t *op)
 {
     ops_t *self = op->ops;
+    hash_worker_cancel(self->hash, &op->hash_job); /* an answer before its hash: ignored */
     if (op->conn) {
         conn_t *conn = op->conn;
         op->conn = NULL;
@@ -516,26 +518,65 @@ void dbop_commit(dbop_t *op)
 
 /* ---- Argon2id off the loop ---- */
 
-static void s_on_hash(void *arg, bool ok, const char *hash)
+static void s_on_hash(void *arg, hash_result_t result, const char *hash)
 {
     dbop_t *op = arg;
-    op->hash_ok = ok;
+    op->hash_job = NULL;
+    if (result == HASH_EXPIRED) {
+        dbop_error(op, 504, "timeout",
+                   "the request's deadline passed before its password hash could start; it was "
+                   "not computed");
+        return;
+    }
+    op->hash_ok = result == HASH_OK;
     snprintf(op->hash, sizeof op->hash, "%s", hash);
     s_resume(op);
 }
 
+/*  The hash stage of an op. The connection goes back to the pool first (no
+    connection waits on a CPU job), and while the job is queued the op does not
+    count against the credit this worker advertises (main.c adds
+    hash_worker_pending to it): a login flood fills the hash queue, never the
+    `db` service's credit, so every other op still gets a connection at once. A
+    full queue is a fast 503 naming its limit, not a wait until the deadline. */
+static void s_hash_refused(dbop_t *op, hash_refusal_t why)
+{
+    if (why == HASH_REFUSED_FULL)
+        dbop_error(op, 503, "unavailable",
+                   "too many passwords are being checked on this worker (hash_queue_max = %zu); "
+                   "retry shortly",
+                   hash_worker_queue_max(op->ops->hash));
+    else if (why == HASH_REFUSED_LATE)
+        dbop_error(op, 504, "timeout",
+                   "too little of the request's deadline is left to check a password; it was not "
+                   "computed");
+    else
+        dbop_error(op, 500, "internal", "cannot check the password (out of memory)");
+}
+
 void dbop_hash(dbop_t *op, const char *password, size_t len)
 {
-    dbop_release(op); /* no connection waits on a CPU job */
-    if (hash_worker_hash(op->ops->hash, password, len, s_on_hash, op) != 0)
-        dbop_error(op, 500, "internal", "cannot hash the password");
+    dbop_release(op);
+    hash_refusal_t why = 0;
+    op->hash_job =
+        hash_worker_hash(op->ops->hash, password, len, op->req->deadline_ms, s_on_hash, op, &why);
+    if (!op->hash_job)
+        s_hash_refused(op, why);
 }
 
 void dbop_verify(dbop_t *op, const char *hash, const char *password, size_t len)
 {
     dbop_release(op);
-    if (hash_worker_verify(op->ops->hash, hash, password, len, s_on_hash, op) != 0)
-        dbop_error(op, 500, "internal", "cannot verify the password");
+    hash_refusal_t why = 0;
+    op->hash_job = hash_worker_verify(op->ops->hash, hash, password, len, op->req->deadline_ms,
+                                      s_on_hash, op, &why);
+    if (!op->hash_job)
+        s_hash_refused(op, why);
+}
+
+size_t ops_hashing(const ops_t *self)
+{
+    return hash_worker_pending(self->hash);
 }
 
 /* ---- requests in, cancels, deadlines ---- */
@@ -609,6 +650,9 @@ void ops_on_cancel(void *arg, worker_request_t *req)
     if (op && op->waiter.handle) {
         pool_cancel(op->ops->pool, &op->waiter);
         dbop_error(op, 499, "cancelled", "cancelled by the client");
+    } else if (op && op->hash_job) {
+        hash_worker_cancel(op->ops->hash, &op->hash_job); /* waiting: never computed */
+        dbop_error(op, 499, "cancelled", "cancelled by the client");
     }
 }
 
@@ -627,6 +671,12 @@ void ops_tick(ops_t *self)
     if (n == 0 || now < self->next_tick_ms)
         return;
     self->next_tick_ms = now + 20;
+    /* hash jobs that can no longer finish in time are dropped, not computed; their
+       ops answer 504 (s_on_hash) and leave the running list */
+    hash_worker_tick(self->hash, now);
+    n = zlistx_size(self->running);
+    if (n == 0)
+        return;
     dbop_t **late = calloc(n, sizeof *late);
     if (!late)
         return;
@@ -683,7 +733,7 @@ void ops_status(ops_t *self, msgpack_packer *pk)
     msgpack_pack_double(pk, p50);
     mp_pack_cstr(pk, "latency_p99_ms");
     msgpack_pack_double(pk, p99);
-    mp_pack_kv_int(pk, "hashing", (int64_t)hash_worker_pending(self->hash));
+    hash_worker_status(self->hash, pk);
 }
 
 /* ---- args ---- */

@@ -10,8 +10,11 @@
     The framework (ops.c) owns everything around the op body:
       - finding the op, checking auth, the args helpers that answer 400;
       - checking out a connection at the first statement, returning it (reset on
-        return) before the reply is sent; OP_RELEASE gives it back early (before
-        a hash, so no connection waits on a CPU job);
+        return) before the reply is sent; a hash (OP_HASH, OP_VERIFY) gives it
+        back first, so no connection waits on a CPU job, and waits in the hash
+        worker's bounded queue without counting against the worker's credit (a
+        full queue: 503; a job that cannot finish before the deadline is dropped
+        uncomputed: 504);
       - errors: a lost connection or a deadlock retries the whole op once on a
         fresh connection when that is safe (a read, or a write whose transaction
         never reached COMMIT, or one with an Idempotency-Key); a write whose
@@ -58,8 +61,11 @@ void ops_set_worker(ops_t *self, worker_t *worker);
 void ops_on_request(void *self, worker_request_t *req);
 void ops_on_cancel(void *self, worker_request_t *req);
 /* op counters and latency (inside a map the caller opened: OPS_STATUS_PAIRS pairs) */
-#define OPS_STATUS_PAIRS 7
+#define OPS_STATUS_PAIRS (6 + HASH_STATUS_PAIRS)
 void ops_status(ops_t *self, msgpack_packer *pk);
+/* Ops in their hash stage (waiting for the hash thread or on it): they hold no
+   connection, and main.c adds them to the credit so they hold none of it either. */
+size_t ops_hashing(const ops_t *self);
 
 /* Deadlines of running ops; call a few times a second. */
 void ops_tick(ops_t *self);
@@ -92,6 +98,7 @@ struct dbop_t {
     /* private to the framework */
     conn_t *conn;
     pool_waiter_t waiter;
+    hash_job_t *hash_job;      /* queued or computing, until its result came */
     void (*next)(dbop_t *op);  /* continuation after the current action */
     void (*start)(dbop_t *op); /* what to start once a connection is checked out */
     const char *sql;
