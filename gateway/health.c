@@ -13,6 +13,7 @@
 #include "metrics.h"
 #include "mp.h"
 #include "notify.h"
+#include "outbound.h"
 #include "render.h"
 #include "throttle.h"
 #include "upstream.h"
@@ -66,6 +67,8 @@ static metrics_gauges_t s_gauges(gw_t *gw)
         .topics = events_topics(gw->events),
         .auth_cache_entries = auth_cache_size(gw->auth),
         .rate_limit_entries = gw->throttle ? throttle_entries(gw->throttle) : 0,
+        .outbound_bytes = gw->outbound ? outbound_total(gw->outbound) : 0,
+        .outbound_budget = gw->outbound ? outbound_budget(gw->outbound) : 0,
         .events_received = events_received(gw->events),
     };
     return g;

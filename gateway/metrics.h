@@ -33,6 +33,8 @@ typedef struct {
     size_t topics;           /* event subscriptions */
     size_t auth_cache_entries;
     size_t rate_limit_entries; /* addresses and tokens the rate/connection limits track */
+    size_t outbound_bytes;     /* held for clients that have not read them (outbound.h) */
+    size_t outbound_budget;    /* outbound_budget_bytes */
     uint64_t events_received;
 } metrics_gauges_t;
 

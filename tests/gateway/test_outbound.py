@@ -96,6 +96,7 @@ def test_non_reading_sockets_keep_gateway_rss_bounded(stack):
             done.set()
             t.join()
         growth_mib = (peak[0] - base) / 1024.0
+        print("gateway RSS %.0f MiB -> peak %.0f MiB" % (base / 1024.0, peak[0] / 1024.0))
         # what the budget allows, twice over, plus the few items being rendered and
         # the allocator's slack; the code before the fix grew by about 880 MiB
         bound_mib = 2 * budget / MIB + 96
