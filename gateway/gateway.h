@@ -27,22 +27,30 @@ typedef struct static_files_t static_files_t;
 typedef struct http_req_t http_req_t;
 typedef struct throttle_t throttle_t;
 typedef struct login_throttle_t login_throttle_t;
+typedef struct outbound_t outbound_t;
 
 /* Settings read once at start (docs/config.md, section gateway). */
 typedef struct {
-    const char *host;            /* address to listen on */
-    int port;                    /* TCP port (SO_REUSEPORT: several gateways may share it) */
-    int backlog;                 /* listen() backlog */
-    size_t max_connections;      /* open client connections, HTTP and WebSocket */
-    size_t max_body_bytes;       /* HTTP request body */
-    size_t max_header_bytes;     /* HTTP request head (request line + headers) */
-    size_t max_item_bytes;       /* clipboard content, as api.md's max_item_bytes */
-    size_t max_ws_message_bytes; /* WebSocket message from a client; above: close 1009 */
-    size_t ws_queue_max;         /* messages queued to one slow WebSocket before closing it */
-    int ws_ping_s;               /* WebSocket protocol ping to idle peers (0: none) */
-    size_t ws_db_max;            /* db ops of WebSocket actors in flight at once */
-    int keepalive_s;             /* idle HTTP keep-alive connection lifetime */
-    int header_timeout_ms;       /* a new connection must send its request head within this */
+    const char *host;                  /* address to listen on */
+    int port;                          /* TCP port (SO_REUSEPORT: several gateways may share it) */
+    int backlog;                       /* listen() backlog */
+    size_t max_connections;            /* open client connections, HTTP and WebSocket */
+    size_t max_body_bytes;             /* HTTP request body */
+    size_t max_header_bytes;           /* HTTP request head (request line + headers) */
+    size_t max_item_bytes;             /* clipboard content, as api.md's max_item_bytes */
+    size_t max_ws_message_bytes;       /* WebSocket message from a client; above: close 1009 */
+    size_t ws_queue_max;               /* messages queued to one slow WebSocket before closing it */
+    size_t ws_queue_max_bytes;         /* bytes queued to one WebSocket (or held in its replay) */
+    size_t sse_queue_max_bytes;        /* bytes of a chat stream its client has not taken */
+    size_t outbound_budget_bytes;      /* all of those together, in this gateway */
+    int write_progress_timeout_s;      /* bytes held and none taken this long: closed */
+    size_t ws_max_per_user;            /* open WebSockets of one user here (0: no limit) */
+    size_t ws_max_per_device;          /* open WebSockets of one device here (0: no limit) */
+    int ws_reverify_s;                 /* live sockets' devices checked this often (0: never) */
+    int ws_ping_s;                     /* WebSocket protocol ping to idle peers (0: none) */
+    size_t ws_db_max;                  /* db ops of WebSocket actors in flight at once */
+    int keepalive_s;                   /* idle HTTP keep-alive connection lifetime */
+    int header_timeout_ms;             /* a new connection must send its request head within this */
     int body_timeout_ms;         /* a request body must arrive within this ... */
     int body_min_rate;           /* ... plus 1 s for every this many bytes that did (0: no more) */
     size_t max_pending;          /* unfinished requests (head or body arriving), in all */
@@ -88,6 +96,7 @@ typedef struct gw_t {
     static_files_t *static_files;  /* the web client, loaded at start */
     throttle_t *throttle;          /* rate and connection limits per address and token */
     login_throttle_t *logins;      /* failed logins per username and per address */
+    outbound_t *outbound;          /* bytes held for clients: budget and write timeout */
     bool tls;                      /* the port speaks TLS (tls_cert is set) */
     size_t connections;            /* client connections owned by libwebsockets */
     int in_lws_callback;           /* libwebsockets callbacks running now (they may nest) */

@@ -21,6 +21,7 @@
 #include "metrics.h"
 #include "mp.h"
 #include "notify.h"
+#include "outbound.h"
 #include "render.h"
 #include "throttle.h"
 #include "upstream.h"
@@ -111,6 +112,8 @@ static metrics_gauges_t s_gauges(gw_t *gw)
         .rate_limit_entries = gw->throttle ? throttle_entries(gw->throttle) : 0,
         .unfinished = (gw->listener ? listener_pending(gw->listener) : 0) + gw->bodies_pending,
         .login_throttle_entries = gw->logins ? login_throttle_entries(gw->logins) : 0,
+        .outbound_bytes = gw->outbound ? outbound_total(gw->outbound) : 0,
+        .outbound_budget = gw->outbound ? outbound_budget(gw->outbound) : 0,
         .events_received = events_received(gw->events),
     };
     return g;

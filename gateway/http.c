@@ -24,6 +24,11 @@
     with its own status. After the head, the end is an event: `done`, or `error`
     with api.md's error body. The connection is then closed (Connection: close:
     the body has no length). See docs/api.md, "Chat".
+
+    What a stream holds for its client is bounded like a WebSocket's queue: past
+    sse_queue_max_bytes not taken, when the gateway's outbound budget picks it, or
+    after write_progress_timeout_s without progress (outbound.h), the answer is
+    cancelled (the worker stores it "cancelled") and the connection closed.
 */
 #include "http.h"
 #include "auth_cache.h"
@@ -32,6 +37,7 @@
 #include "login_throttle.h"
 #include "metrics.h"
 #include "mp.h"
+#include "outbound.h"
 #include "render.h"
 #include "server.h"
 #include "slog.h"
@@ -49,10 +55,6 @@
 #define S_CHUNK (32 * 1024)
 #define S_ARGS_MAX 32
 #define S_HEADERS_MAX 2048
-/* SSE text a client has not read yet. An answer is at most 1 MiB (the stream
-   worker's max_answer_bytes); as JSON-escaped deltas it can grow a few times, so a
-   client this far behind is not reading at all: its answer is cancelled. */
-#define S_SSE_BACKLOG_MAX (8 * 1024 * 1024)
 
 struct http_req_t {
     gw_t *gw;
@@ -107,6 +109,8 @@ struct http_req_t {
     size_t out_cap;          /* allocated */
     int64_t last_event_ms;   /* when text was last queued: keep-alive comments */
     bool write_asked;        /* a writable callback is already asked for */
+    bool sse_cut;            /* cancelled for not reading: nothing more is queued */
+    outbound_conn_t oc;      /* out_len - out_off, in the gateway's budget */
     http_req_t *prev, *next; /* gw->streams while sse_open */
 };
 
@@ -218,6 +222,7 @@ static void s_free(http_req_t *req)
     login_throttle_end(gw->logins, &req->login, 0, clock_now_ms());
     if (req->sse_open)
         s_stream_unlink(req);
+    outbound_detach(&req->oc);
     free(req->out);
     auth_cache_cancel(gw->auth, &req->auth_wait);
     health_cancel(gw, &req->health);
@@ -414,9 +419,49 @@ static void s_sse_ask_write(http_req_t *req)
     lws_callback_on_writable(req->wsi);
 }
 
+/* The client does not take its answer (why: the metric): the answer is cancelled,
+   so the worker stops and stores it "cancelled", what is queued is dropped and the
+   connection closed. A client that reads slowly gets a cut stream without its
+   end event: it reads the stored message back. */
+static void s_sse_cut(http_req_t *req, const char *why)
+{
+    slog_write(SLOG_WARN, (const uint8_t *)req->request_id, strlen(req->request_id),
+               "chat: the client does not read its stream (%zu bytes unread, %s): cancelling "
+               "the answer",
+               req->out_len - req->out_off, why);
+    metrics_count(req->gw->metrics, why);
+    upstream_cancel(req->gw->upstream, &req->call, true);
+    req->sse_done = true;
+    req->sse_cut = true;
+    free(req->out);
+    req->out = NULL;
+    req->out_cap = req->out_off = req->out_len = 0;
+    outbound_set(&req->oc, 0);
+    if (req->wsi)
+        lws_set_timeout(req->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+}
+
+/* The outbound budget or the write-progress timeout chose this stream. */
+static void s_sse_shed(outbound_conn_t *oc, outbound_why_t why)
+{
+    http_req_t *req = (http_req_t *)((char *)oc - offsetof(http_req_t, oc));
+    s_sse_cut(req, why == OUTBOUND_BUDGET ? "sse_over_budget" : "sse_write_timeout");
+}
+
 /* Queues text for the client; s_sse_event asks to write it. */
 static void s_sse_queue(http_req_t *req, const char *text, size_t len)
 {
+    size_t unread = req->out_len - req->out_off;
+    if (req->sse_cut)
+        return;
+    if (unread > 0 && unread + len > req->gw->cfg.sse_queue_max_bytes) {
+        s_sse_cut(req, "sse_client_not_reading"); /* sse_queue_max_bytes */
+        return;
+    }
+    if (!outbound_reserve(&req->oc, len)) {
+        s_sse_cut(req, "sse_over_budget");
+        return;
+    }
     if (req->out_off == req->out_len)
         req->out_off = req->out_len = 0;
     if (req->out_len + len > req->out_cap && req->out_off > 0 && req->out_off >= req->out_cap / 2) {
@@ -437,17 +482,7 @@ static void s_sse_queue(http_req_t *req, const char *text, size_t len)
     memcpy(req->out + req->out_len, text, len);
     req->out_len += len;
     req->last_event_ms = clock_now_ms();
-    if (req->out_len - req->out_off > S_SSE_BACKLOG_MAX && !req->sse_done) {
-        /* not reading: stop the answer rather than hold its text here */
-        slog_write(SLOG_WARN, (const uint8_t *)req->request_id, strlen(req->request_id),
-                   "chat: the client reads nothing (%zu bytes unread): cancelling the answer",
-                   req->out_len - req->out_off);
-        metrics_count(req->gw->metrics, "sse_client_not_reading");
-        upstream_cancel(req->gw->upstream, &req->call, true);
-        req->sse_done = true;
-        if (req->wsi)
-            lws_set_timeout(req->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
-    }
+    outbound_set(&req->oc, req->out_len - req->out_off);
 }
 
 /* One event: "event: NAME\ndata: JSON\n\n". data is stolen; compact JSON has no
@@ -486,6 +521,8 @@ static void s_sse_open(http_req_t *req)
         gw->streams->prev = req;
     gw->streams = req;
     gw->streams_open++;
+    outbound_attach(gw->outbound, &req->oc, req->wsi ? (int)lws_get_socket_fd(req->wsi) : -1,
+                    s_sse_shed);
     /* counted once, when the stream opens: the latency is the time to the first
        event, not the length of the answer */
     metrics_request(gw->metrics, req->metric_route, 200, clock_now_us() - req->started_us);
@@ -1080,6 +1117,7 @@ static int s_sse_writeable(http_req_t **req_p)
         memcpy(p, req->out + req->out_off, n);
         p += n;
         req->out_off += n;
+        outbound_set(&req->oc, req->out_len - req->out_off);
     }
     if (p > start) {
         size_t total = (size_t)(p - start);

@@ -25,6 +25,7 @@
 #include "metrics.h"
 #include "mp.h"
 #include "notify.h"
+#include "outbound.h"
 #include "server.h"
 #include "slog.h"
 #include "static_files.h"
@@ -63,7 +64,20 @@ static const config_option_t s_options[] = {
     {"max_ws_message_bytes", CONFIG_INT, "65536",
      "WebSocket message from a client; larger closes the socket with 1009"},
     {"ws_queue_max", CONFIG_INT, "1024",
-     "messages queued to a WebSocket that is not reading before it is closed (1013)"},
+     "messages queued to a WebSocket that is not reading before it is closed (4002)"},
+    {"ws_queue_max_bytes", CONFIG_INT, "4194304",
+     "bytes queued to a WebSocket (or held during its replay) before it is closed (4002)"},
+    {"sse_queue_max_bytes", CONFIG_INT, "4194304",
+     "bytes of a chat stream its client has not read before the answer is cancelled"},
+    {"outbound_budget_bytes", CONFIG_INT, "268435456",
+     "bytes held for clients that have not read them, all sockets and streams together; "
+     "above it the connection holding the most is closed"},
+    {"write_progress_timeout_s", CONFIG_INT, "30",
+     "a WebSocket or chat stream with bytes waiting and none taken for this long is closed"},
+    {"ws_max_per_user", CONFIG_INT, "32", "open WebSockets of one user here (0: no limit)"},
+    {"ws_max_per_device", CONFIG_INT, "8", "open WebSockets of one device here (0: no limit)"},
+    {"ws_reverify_s", CONFIG_INT, "60",
+     "check this often that the devices of open WebSockets are not revoked (0: never)"},
     {"ws_ping_s", CONFIG_INT, "30", "ping idle WebSockets after this many seconds (0: never)"},
     {"ws_db_max", CONFIG_INT, "64",
      "db ops of WebSockets (hello, replay, set_active) in flight at once; more wait here"},
@@ -221,6 +235,8 @@ static void s_janitor(uv_timer_t *timer)
     throttle_janitor(gw->throttle, now);
     login_throttle_expire(gw->logins, now);
     http_janitor(gw, now);
+    outbound_janitor(gw->outbound, now);
+    notify_janitor(gw->notify, now);
     if (!gw->stopping)
         return;
     if (now >= m->drain_until_ms && !m->streams_ended) {
@@ -316,6 +332,34 @@ static login_throttle_t *s_logins(const gw_config_t *cfg)
     return login_throttle_new(&lc);
 }
 
+/* What clients may make this gateway hold: bytes and sockets (docs/config.md). */
+static int s_outbound_settings(const config_t *c, gw_config_t *cfg)
+{
+    int64_t ws_bytes = config_int(c, "ws_queue_max_bytes");
+    int64_t sse_bytes = config_int(c, "sse_queue_max_bytes");
+    int64_t budget = config_int(c, "outbound_budget_bytes");
+    int64_t timeout = config_int(c, "write_progress_timeout_s");
+    int64_t per_user = config_int(c, "ws_max_per_user");
+    int64_t per_device = config_int(c, "ws_max_per_device");
+    int64_t reverify = config_int(c, "ws_reverify_s");
+    if (ws_bytes < 65536 || sse_bytes < 65536 || budget < 1048576 || timeout < 1 ||
+        timeout > 3600 || per_user < 0 || per_device < 0 || reverify < 0 || reverify > 86400) {
+        fprintf(stderr, "sluice-gateway: an outbound limit is out of range: ws_queue_max_bytes "
+                        "and sse_queue_max_bytes >= 65536, outbound_budget_bytes >= 1048576, "
+                        "write_progress_timeout_s 1-3600, ws_max_per_user and ws_max_per_device "
+                        ">= 0, ws_reverify_s 0-86400\n");
+        return -1;
+    }
+    cfg->ws_queue_max_bytes = (size_t)ws_bytes;
+    cfg->sse_queue_max_bytes = (size_t)sse_bytes;
+    cfg->outbound_budget_bytes = (size_t)budget;
+    cfg->write_progress_timeout_s = (int)timeout;
+    cfg->ws_max_per_user = (size_t)per_user;
+    cfg->ws_max_per_device = (size_t)per_device;
+    cfg->ws_reverify_s = (int)reverify;
+    return 0;
+}
+
 /* The settings a SIGHUP applies, besides log_level. */
 static const char *const s_reloadable[] = {"token_rate",
                                            "token_burst",
@@ -405,6 +449,8 @@ static int s_load(s_main_t *m)
     cfg->max_item_bytes = (size_t)config_int(c, "max_item_bytes");
     cfg->max_ws_message_bytes = (size_t)config_int(c, "max_ws_message_bytes");
     cfg->ws_queue_max = (size_t)config_int(c, "ws_queue_max");
+    if (s_outbound_settings(c, cfg) != 0)
+        return -1;
     cfg->ws_ping_s = (int)config_int(c, "ws_ping_s");
     cfg->ws_db_max = (size_t)config_int(c, "ws_db_max");
     cfg->keepalive_s = (int)config_int(c, "keepalive_s");
@@ -507,6 +553,8 @@ int main(int argc, char **argv)
     gw->tls = gw->cfg.tls_cert[0] != 0;
     gw->throttle = throttle_new(gw);
     gw->logins = s_logins(&gw->cfg);
+    gw->outbound = outbound_new(gw->cfg.outbound_budget_bytes,
+                                (int64_t)gw->cfg.write_progress_timeout_s * 1000);
     gw->static_files = static_files_new(gw->cfg.static_dir);
     gw->upstream = upstream_new(gw->loop, config_str(m.config, "frontend"), &m.curve);
     gw->events = events_new(gw->loop, config_str(m.config, "events_out"), &m.curve,
@@ -518,8 +566,7 @@ int main(int argc, char **argv)
     if (gw->auth)
         gw->notify = notify_new(gw);
     if (!gw->static_files || !gw->notify || !gw->throttle || !gw->health || !gw->logins ||
-        server_start(gw) != 0 ||
-        !(gw->listener = listener_new(gw))) {
+        !gw->outbound || server_start(gw) != 0 || !(gw->listener = listener_new(gw))) {
         slog_error("gateway: start failed");
         goto out;
     }
@@ -557,6 +604,7 @@ out:
     listener_destroy(&gw->listener);
     throttle_destroy(&gw->throttle); /* after every connection closed: they hold peers */
     login_throttle_destroy(&gw->logins);
+    outbound_destroy(&gw->outbound); /* and bytes */
     static_files_destroy(&gw->static_files);
     metrics_destroy(&gw->metrics);
     free(gw->lws_policy);

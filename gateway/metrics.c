@@ -274,12 +274,18 @@ void metrics_render(metrics_t *self, FILE *out, const metrics_gauges_t *g,
             "logins counted.\n"
             "# TYPE sluice_gateway_login_throttle_entries gauge\n"
             "sluice_gateway_login_throttle_entries %zu\n"
+            "# HELP sluice_gateway_outbound_bytes Bytes held for clients not reading them.\n"
+            "# TYPE sluice_gateway_outbound_bytes gauge\n"
+            "sluice_gateway_outbound_bytes %zu\n"
+            "# HELP sluice_gateway_outbound_budget_bytes Their limit (outbound_budget_bytes).\n"
+            "# TYPE sluice_gateway_outbound_budget_bytes gauge\n"
+            "sluice_gateway_outbound_budget_bytes %zu\n"
             "# HELP sluice_gateway_events_received_total Events received from the brokers.\n"
             "# TYPE sluice_gateway_events_received_total counter\n"
             "sluice_gateway_events_received_total %" PRIu64 "\n",
             g->websockets, g->streams, g->connections, g->upstream_pending, g->topics,
             g->auth_cache_entries, g->rate_limit_entries, g->unfinished,
-            g->login_throttle_entries, g->events_received);
+            g->login_throttle_entries, g->outbound_bytes, g->outbound_budget, g->events_received);
     if (zhashx_size(self->counters)) {
         fputs("# HELP sluice_gateway_events_total Refusals and closes, by reason.\n"
               "# TYPE sluice_gateway_events_total counter\n",

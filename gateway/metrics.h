@@ -35,6 +35,8 @@ typedef struct {
     size_t rate_limit_entries;     /* addresses and tokens the rate/connection limits track */
     size_t unfinished;             /* requests whose head or body is still arriving */
     size_t login_throttle_entries; /* usernames and addresses with failed logins counted */
+    size_t outbound_bytes;     /* held for clients that have not read them (outbound.h) */
+    size_t outbound_budget;    /* outbound_budget_bytes */
     uint64_t events_received;
 } metrics_gauges_t;
 

@@ -13,6 +13,7 @@
 #include "listener.h"
 #include "metrics.h"
 #include "mp.h"
+#include "outbound.h"
 #include "render.h"
 #include "slog.h"
 #include "throttle.h"
@@ -26,11 +27,18 @@
 
 #define S_PAGE 100     /* items per replay page */
 #define S_LOW_WATER 16 /* fetch the next replay page when this few are queued */
+/* ... and no more than this part of ws_queue_max_bytes: a page cut by bytes may
+   hold a few MiB, and a socket that reads slowly must not get the next one on
+   top of it */
+#define S_LOW_WATER_DIVISOR 4
 #define S_SETTLE_TICK_MS 10
 #define S_ARGS_MAX 16
 #define S_CLOSE_REVOKED 4001
 #define S_WRITE_CLOSE 4        /* libwebsockets' internal LWS_WRITE_CLOSE: a close frame */
 #define S_CLOSE_TRY_AGAIN 1013 /* RFC 6455 registry: Try Again Later */
+/* Fell behind (its queue, the gateway's budget, the write timeout): reconnect
+   with after=, the replay has what was dropped. */
+#define S_CLOSE_BEHIND 4002
 
 typedef enum { P_AUTH, P_SETTLING, P_HELLO, P_REPLAY, P_LIVE, P_CLOSING } s_phase_t;
 typedef enum { K_ITEM, K_DELETED, K_CONTROL } s_kind_t;
@@ -48,6 +56,7 @@ typedef struct s_msg_t {
 typedef struct {
     s_msg_t *head, *tail;
     uint32_t count;
+    size_t bytes; /* allocated for the messages queued */
 } s_queue_t;
 
 typedef struct s_user_t s_user_t;
@@ -70,7 +79,9 @@ struct notify_conn_t {
     notify_conn_t *wait_prev, *wait_next; /* the queue of actors waiting for a turn */
     s_queue_t out;
     s_queue_t held;
-    notify_rx_t rx; /* a client message arriving in fragments */
+    size_t lws_bytes;   /* the last message written, while libwebsockets buffers part of it */
+    outbound_conn_t oc; /* out + held + lws_bytes, in the gateway's budget */
+    notify_rx_t rx;     /* a client message arriving in fragments */
     int close_code;
     const char *close_reason;
 };
@@ -79,6 +90,10 @@ struct s_user_t {
     int64_t user_id;
     notify_conn_t *conns;
     size_t count;
+    int64_t verify_at_ms;         /* the next check that its sockets' devices are not revoked */
+    s_user_t *vprev, *vnext;      /* notify_t's users in verify_at_ms order */
+    upstream_call_t *verify_call; /* the device.list of that check, in flight */
+    notify_t *owner;
 };
 
 /* A device.set_active waiting for its turn. */
@@ -97,6 +112,7 @@ struct notify_t {
     notify_conn_t *authing; /* sockets whose token is being verified (P_AUTH) */
     size_t count;           /* all sockets, authing included */
     notify_conn_t *settling;
+    s_user_t *verify_head, *verify_tail; /* users by verify_at_ms (all get the same period) */
     uv_timer_t timer;
     bool timer_running;
 };
@@ -161,6 +177,12 @@ static s_msg_t *s_msg_new(const char *text, size_t len, s_kind_t kind)
     return m;
 }
 
+/* What a message costs while it waits: the allocation, not just its text. */
+static size_t s_msg_size(const s_msg_t *m)
+{
+    return sizeof *m + LWS_PRE + m->len;
+}
+
 static void s_push(s_queue_t *q, s_msg_t *m)
 {
     if (q->tail)
@@ -169,6 +191,17 @@ static void s_push(s_queue_t *q, s_msg_t *m)
         q->head = m;
     q->tail = m;
     q->count++;
+    q->bytes += s_msg_size(m);
+}
+
+static void s_push_front(s_queue_t *q, s_msg_t *m)
+{
+    m->next = q->head;
+    q->head = m;
+    if (!q->tail)
+        q->tail = m;
+    q->count++;
+    q->bytes += s_msg_size(m);
 }
 
 static s_msg_t *s_pop(s_queue_t *q)
@@ -179,6 +212,7 @@ static s_msg_t *s_pop(s_queue_t *q)
         if (!q->head)
             q->tail = NULL;
         q->count--;
+        q->bytes -= s_msg_size(m);
         m->next = NULL;
     }
     return m;
@@ -193,47 +227,125 @@ static void s_clear(s_queue_t *q)
 
 static void s_wait_unlink(notify_t *self, notify_conn_t *c);
 
-/* Asks libwebsockets to close the socket with code, from the next writeable. */
+/* What c holds for its client, as the gateway's budget sees it. */
+static void s_account(notify_conn_t *c)
+{
+    outbound_set(&c->oc, c->out.bytes + c->held.bytes + c->lws_bytes);
+}
+
+/* Asks libwebsockets to close the socket with code, from the next writeable.
+   What was queued is dropped now: a client told to reconnect gets it again by
+   replay, and one that is not reading would never take it. A client that cannot
+   even take the close frame is cut after write_progress_timeout_s. */
 static void s_close(notify_conn_t *c, int code, const char *reason)
 {
     if (c->phase == P_CLOSING)
         return;
+    gw_t *gw = c->owner->gw;
     c->phase = P_CLOSING;
     c->close_code = code;
     c->close_reason = reason;
-    auth_cache_cancel(c->owner->gw->auth, &c->auth_wait);
+    auth_cache_cancel(gw->auth, &c->auth_wait);
     if (c->call) {
-        upstream_cancel(c->owner->gw->upstream, &c->call, false);
+        upstream_cancel(gw->upstream, &c->call, false);
         c->owner->inflight--;
     }
     s_wait_unlink(c->owner, c);
+    s_clear(&c->out);
+    s_clear(&c->held);
+    s_account(c);
     char name[32];
     snprintf(name, sizeof name, "ws_close_%d", code);
-    metrics_count(c->owner->gw->metrics, name);
+    metrics_count(gw->metrics, name);
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, gw->cfg.write_progress_timeout_s);
     lws_callback_on_writable(c->wsi);
 }
 
-static void s_send(notify_conn_t *c, s_msg_t *m)
+/* The outbound budget or the write-progress timeout chose this socket. */
+static void s_shed(outbound_conn_t *oc, outbound_why_t why)
 {
-    if (c->out.count >= c->owner->gw->cfg.ws_queue_max) {
+    notify_conn_t *c = (notify_conn_t *)((char *)oc - offsetof(notify_conn_t, oc));
+    if (why == OUTBOUND_BUDGET) {
+        metrics_count(c->owner->gw->metrics, "ws_over_budget");
+        s_close(c, S_CLOSE_BEHIND,
+                "the gateway holds outbound_budget_bytes for slow clients; "
+                "reconnect with after=");
+        return;
+    }
+    /* it took nothing for that long: it would not take the close frame either */
+    metrics_count(c->owner->gw->metrics, "ws_write_timeout");
+    s_close(c, S_CLOSE_BEHIND, "nothing read for write_progress_timeout_s; reconnect with after=");
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+}
+
+/* Room for size more bytes on c, or c is closed (4002) and false. capped: the
+   socket's own cap applies (live messages); a replay page is exempt, since it is
+   asked for only once the queue drained (s_wants_page). */
+static bool s_room(notify_conn_t *c, size_t size, bool capped)
+{
+    const gw_config_t *cfg = &c->owner->gw->cfg;
+    size_t queued = c->out.bytes + c->lws_bytes;
+    if (c->out.count >= cfg->ws_queue_max ||
+        (capped && queued > 0 && queued + size > cfg->ws_queue_max_bytes)) {
+        s_close(c, S_CLOSE_BEHIND,
+                "client is not reading: more than ws_queue_max(_bytes) "
+                "queued; reconnect with after=");
+        return false;
+    }
+    if (!outbound_reserve(&c->oc, size)) {
+        s_shed(&c->oc, OUTBOUND_BUDGET);
+        return false;
+    }
+    return true;
+}
+
+static void s_send_to(notify_conn_t *c, s_msg_t *m, bool capped)
+{
+    if (!s_room(c, s_msg_size(m), capped)) {
         free(m);
-        s_close(c, S_CLOSE_TRY_AGAIN, "client is not reading; reconnect");
         return;
     }
     /* Nothing queued and nothing left over from the last write: write now, saving
        the writeable round trip (two epoll changes and a wakeup per socket), which is
        what a fan-out to thousands of sockets costs. A write the kernel takes only in
-       part is finished by libwebsockets itself before the next writeable. */
+       part is finished by libwebsockets itself before the next writeable; until
+       then it holds the rest, which counts as queued. */
     if (c->hello_queued && !c->out.head && c->phase != P_CLOSING && !lws_partial_buffered(c->wsi)) {
         int n = lws_write(c->wsi, m->data + LWS_PRE, m->len, LWS_WRITE_TEXT);
+        if (n >= 0 && lws_partial_buffered(c->wsi)) {
+            c->lws_bytes = s_msg_size(m);
+            s_account(c);
+            lws_callback_on_writable(c->wsi);
+        }
         free(m);
         if (n < 0)
             s_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "write failed");
         return;
     }
     s_push(&c->out, m);
+    s_account(c);
     if (c->hello_queued)
         lws_callback_on_writable(c->wsi);
+}
+
+/* A live message: the socket's cap applies. */
+static void s_send(notify_conn_t *c, s_msg_t *m)
+{
+    s_send_to(c, m, true);
+}
+
+/* A replayed item: paced by s_wants_page instead of the cap. */
+static void s_send_replay(notify_conn_t *c, s_msg_t *m)
+{
+    s_send_to(c, m, false);
+}
+
+/* The queue has drained enough for the next replay page. */
+static bool s_wants_page(const notify_conn_t *c)
+{
+    return c->out.count <= S_LOW_WATER &&
+           c->out.bytes + c->lws_bytes <=
+               c->owner->gw->cfg.ws_queue_max_bytes / S_LOW_WATER_DIVISOR;
 }
 
 static void s_send_text(notify_conn_t *c, const char *text, size_t len)
@@ -424,6 +536,7 @@ static void s_go_live(notify_conn_t *c)
     c->phase = P_LIVE;
     s_msg_t *m;
     while ((m = s_pop(&c->held))) {
+        s_account(c);
         if (m->kind == K_ITEM && (m->seq <= c->threshold || m->source_device == c->device_id)) {
             free(m);
             continue;
@@ -433,6 +546,7 @@ static void s_go_live(notify_conn_t *c)
             break;
     }
     s_clear(&c->held);
+    s_account(c);
 }
 
 static void s_next_page(notify_conn_t *c);
@@ -455,7 +569,7 @@ static void s_on_page(void *arg, bool final, int status, const msgpack_object *b
             continue;
         if (m->seq > c->cursor)
             c->cursor = m->seq;
-        s_send(c, m);
+        s_send_replay(c, m);
         if (c->phase == P_CLOSING)
             return;
     }
@@ -473,7 +587,7 @@ static void s_on_page(void *arg, bool final, int status, const msgpack_object *b
         s_go_live(c);
         return;
     }
-    if (c->out.count <= S_LOW_WATER)
+    if (s_wants_page(c))
         s_next_page(c);
 }
 
@@ -520,11 +634,8 @@ static void s_on_latest(void *arg, bool final, int status, const msgpack_object 
                      c->user->user_id, c->device_id, latest);
     /* the hello goes before any pong already queued */
     s_msg_t *m = s_msg_new(text, (size_t)n, K_CONTROL);
-    m->next = c->out.head;
-    c->out.head = m;
-    if (!c->out.tail)
-        c->out.tail = m;
-    c->out.count++;
+    s_push_front(&c->out, m);
+    s_account(c);
     c->hello_queued = true;
     lws_callback_on_writable(c->wsi);
     c->threshold = latest;
@@ -555,6 +666,128 @@ static void s_hello(notify_conn_t *c)
 {
     c->phase = P_HELLO;
     s_run(c, s_hello_send);
+}
+
+/* ---- re-verification ----------------------------------------------------------------- */
+
+/*  A device.revoked event closes the device's sockets, but an event can be missed:
+    a token check that raced the revoke (read before its commit, answered after
+    its event), a subscription not yet settled when the event was published, or a
+    subscriber's queue overflowing. So every ws_reverify_s each user with sockets
+    here is checked with one device.list (its devices not revoked), and the sockets
+    of a device not in it are closed as if the event had come. One op per user per
+    period, not one per socket; it waits for a turn of ws_db_max like the rest. */
+
+static void s_verify_unlink(notify_t *self, s_user_t *u)
+{
+    if (u->vprev)
+        u->vprev->vnext = u->vnext;
+    else if (self->verify_head == u)
+        self->verify_head = u->vnext;
+    if (u->vnext)
+        u->vnext->vprev = u->vprev;
+    else if (self->verify_tail == u)
+        self->verify_tail = u->vprev;
+    u->vprev = u->vnext = NULL;
+}
+
+/* Next check one period from now: appended, so the list stays in time order. */
+static void s_verify_schedule(notify_t *self, s_user_t *u, int64_t now_ms)
+{
+    if (self->gw->cfg.ws_reverify_s <= 0)
+        return;
+    u->verify_at_ms = now_ms + (int64_t)self->gw->cfg.ws_reverify_s * 1000;
+    u->vprev = self->verify_tail;
+    u->vnext = NULL;
+    if (self->verify_tail)
+        self->verify_tail->vnext = u;
+    else
+        self->verify_head = u;
+    self->verify_tail = u;
+}
+
+/* The user leaves this gateway: no check for it any more. */
+static void s_verify_forget(notify_t *self, s_user_t *u)
+{
+    s_verify_unlink(self, u);
+    if (u->verify_call) {
+        upstream_cancel(self->gw->upstream, &u->verify_call, false);
+        self->inflight--;
+    }
+}
+
+static bool s_device_listed(const msgpack_object *devices, int64_t device_id)
+{
+    for (uint32_t i = 0; i < devices->via.array.size; i++) {
+        int64_t id;
+        if (mp_get_int(&devices->via.array.ptr[i], "id", &id) && id == device_id)
+            return true;
+    }
+    return false;
+}
+
+static void s_on_devices(void *arg, bool final, int status, const msgpack_object *body)
+{
+    s_user_t *u = arg;
+    if (!final)
+        return;
+    notify_t *self = u->owner;
+    u->verify_call = NULL;
+    self->inflight--;
+    const msgpack_object *devices = mp_get(mp_get(body, "data"), "devices");
+    if (status == 200 && devices && devices->type == MSGPACK_OBJECT_ARRAY) {
+        /* One device at a time, from the start each time: a revoke closes sockets
+           (they stay in the list, closing) and may touch the user's other state. */
+        bool again = true;
+        while (again) {
+            again = false;
+            for (notify_conn_t *c = u->conns; c; c = c->next) {
+                if (c->phase != P_CLOSING && !s_device_listed(devices, c->device_id)) {
+                    slog_info("notify: device %" PRId64 " of user %" PRId64
+                              " is revoked but its event never came here: closing its sockets",
+                              c->device_id, u->user_id);
+                    metrics_count(self->gw->metrics, "ws_revoked_by_reverify");
+                    gw_device_revoked(self->gw, u->user_id, c->device_id);
+                    again = true;
+                    break;
+                }
+            }
+        }
+    } else if (status != 200) {
+        slog_debug("notify: device.list of user %" PRId64 " answered %d; checked again later",
+                   u->user_id, status);
+    }
+    s_pump(self);
+}
+
+static void s_verify_send(notify_t *self, s_user_t *u)
+{
+    gw_t *gw = self->gw;
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    /* device.list needs a device of the user to ask as; any socket's will do */
+    validate_pack_head(&pk, "device.list", u->user_id, u->conns->device_id, NULL, true, NULL);
+    msgpack_pack_map(&pk, 0);
+    u->verify_call = upstream_call(gw->upstream, "db", buf.data, buf.size,
+                                   gw->cfg.internal_deadline_ms, s_on_devices, u);
+    if (u->verify_call)
+        self->inflight++;
+    msgpack_sbuffer_destroy(&buf);
+}
+
+void notify_janitor(notify_t *self, int64_t now_ms)
+{
+    /* only with a turn to spare: sockets opening (hello, replay) go first */
+    while (self->verify_head && self->verify_head->verify_at_ms <= now_ms &&
+           self->inflight < self->gw->cfg.ws_db_max && !self->wait_head) {
+        s_user_t *u = self->verify_head;
+        s_verify_unlink(self, u);
+        s_verify_schedule(self, u, now_ms);
+        if (!u->verify_call && u->conns)
+            s_verify_send(self, u);
+    }
 }
 
 /* ---- settling --------------------------------------------------------------------- */
@@ -616,6 +849,52 @@ static int s_refuse(gw_t *gw, struct lws *wsi, int status, const char *code, con
                           status == 503 ? gw->cfg.retry_after_s : 0);
 }
 
+/* ---- sockets per user and per device ------------------------------------------------ */
+
+static s_user_t *s_user_find(notify_t *self, int64_t user_id)
+{
+    char key[24];
+    snprintf(key, sizeof key, "%" PRId64, user_id);
+    return zhashx_lookup(self->users, key);
+}
+
+/*  NULL when one more socket of this device fits ws_max_per_user and
+    ws_max_per_device, else the limit it would pass. Sockets already closing do not
+    count: a client told to reconnect (4002) must not be refused because its old
+    socket has not finished closing. */
+static const char *s_socket_limit(notify_t *self, int64_t user_id, int64_t device_id)
+{
+    const gw_config_t *cfg = &self->gw->cfg;
+    s_user_t *u = s_user_find(self, user_id);
+    if (!u)
+        return NULL;
+    size_t user = 0, device = 0;
+    for (notify_conn_t *c = u->conns; c; c = c->next) {
+        if (c->phase == P_CLOSING)
+            continue;
+        user++;
+        if (c->device_id == device_id)
+            device++;
+    }
+    if (cfg->ws_max_per_device && device >= cfg->ws_max_per_device)
+        return "ws_max_per_device";
+    if (cfg->ws_max_per_user && user >= cfg->ws_max_per_user)
+        return "ws_max_per_user";
+    return NULL;
+}
+
+static int s_refuse_sockets(gw_t *gw, struct lws *wsi, const char *limit)
+{
+    char message[160];
+    bool device = strcmp(limit, "ws_max_per_device") == 0;
+    snprintf(message, sizeof message,
+             "too many WebSockets open for this %s: %s is %zu; close one first",
+             device ? "device" : "user", limit,
+             device ? gw->cfg.ws_max_per_device : gw->cfg.ws_max_per_user);
+    metrics_count(gw->metrics, "ws_refused_too_many_sockets");
+    return s_refuse(gw, wsi, 429, "too_many_sockets", message);
+}
+
 static void s_ignore_auth(void *arg, const auth_answer_t *a)
 {
     (void)arg;
@@ -630,8 +909,14 @@ int notify_on_confirm(gw_t *gw, struct lws *wsi)
         return s_refuse(gw, wsi, 404, "not_found", "no WebSocket endpoint here");
     preauth_t pa = {0};
     int fd = (int)lws_get_socket_fd(wsi);
-    if (listener_peek_preauth(gw->listener, fd, &pa))
-        return 0; /* the listener counted it against the rate limits already */
+    if (listener_peek_preauth(gw->listener, fd, &pa)) {
+        /* the listener counted it against the rate limits already */
+        const char *limit = pa.token ? NULL : s_socket_limit(gw->notify, pa.user_id, pa.device_id);
+        if (!limit)
+            return 0;
+        listener_take_preauth(gw->listener, fd, &pa);
+        return s_refuse_sockets(gw, wsi, limit);
+    }
     if (gw->stopping)
         return s_refuse(gw, wsi, 503, "unavailable", "this gateway is shutting down; try again");
     int wait = throttle_request(gw->throttle, lws_get_opaque_user_data(wsi));
@@ -670,6 +955,9 @@ int notify_on_confirm(gw_t *gw, struct lws *wsi)
                               "too many requests with this token; slow down", wait);
     auth_result_t r = auth_cache_lookup(gw->auth, token, token_len, &pa.user_id, &pa.device_id);
     if (r == AUTH_OK) {
+        const char *limit = s_socket_limit(gw->notify, pa.user_id, pa.device_id);
+        if (limit)
+            return s_refuse_sockets(gw, wsi, limit);
         pa.expires_ms = clock_now_ms() + 10000;
         listener_put_preauth(gw->listener, fd, &pa);
         return 0;
@@ -705,8 +993,10 @@ static void s_attach(notify_conn_t *c, int64_t user_id, int64_t device_id)
     if (!u) {
         u = calloc(1, sizeof *u);
         u->user_id = user_id;
+        u->owner = self;
         zhashx_insert(self->users, key, u);
         events_subscribe(gw->events, user_id);
+        s_verify_schedule(self, u, clock_now_ms());
     }
     c->user = u;
     c->next = u->conns;
@@ -744,7 +1034,16 @@ static void s_on_open_auth(void *arg, const auth_answer_t *a)
     notify_conn_t *c = arg;
     c->auth_wait = NULL;
     s_authing_unlink(c);
-    if (a->result == AUTH_OK) {
+    const char *limit =
+        a->result == AUTH_OK ? s_socket_limit(c->owner, a->user_id, a->device_id) : NULL;
+    if (limit) {
+        /* after the upgrade (TLS): no HTTP answer is possible any more */
+        metrics_count(c->owner->gw->metrics, "ws_refused_too_many_sockets");
+        s_close(c, LWS_CLOSE_STATUS_POLICY_VIOLATION,
+                strcmp(limit, "ws_max_per_device") == 0
+                    ? "too many WebSockets open for this device (ws_max_per_device)"
+                    : "too many WebSockets open for this user (ws_max_per_user)");
+    } else if (a->result == AUTH_OK) {
         s_attach(c, a->user_id, a->device_id);
     } else if (a->result == AUTH_DENIED) {
         metrics_count(c->owner->gw->metrics, "ws_refused_401");
@@ -767,6 +1066,7 @@ int notify_on_open(gw_t *gw, struct lws *wsi, notify_conn_t **conn_p)
     c->owner = self;
     c->wsi = wsi;
     c->after = pa.after;
+    outbound_attach(gw->outbound, &c->oc, (int)lws_get_socket_fd(wsi), s_shed);
     self->count++;
     *conn_p = c;
     if (!pa.token) {
@@ -841,6 +1141,8 @@ int notify_on_writeable(notify_conn_t *c)
     if (!c)
         return 0;
     if (c->phase == P_CLOSING) {
+        c->lws_bytes = 0;
+        s_account(c);
         /* The close frame is written here, then the socket closed. Not
            lws_close_reason() + return -1: libwebsockets 4.1 built with _DEBUG closes a
            second time right after a writeable callback returns -1 under libuv, which
@@ -857,16 +1159,21 @@ int notify_on_writeable(notify_conn_t *c)
     }
     if (!c->hello_queued)
         return 0;
+    /* called only once libwebsockets wrote all it buffered */
+    c->lws_bytes = 0;
     s_msg_t *m = s_pop(&c->out);
     if (m) {
         int n = lws_write(c->wsi, m->data + LWS_PRE, m->len, LWS_WRITE_TEXT);
+        if (n >= 0 && lws_partial_buffered(c->wsi))
+            c->lws_bytes = s_msg_size(m);
         free(m);
         if (n < 0)
             return -1;
     }
-    if (c->out.head)
+    s_account(c);
+    if (c->out.head || c->lws_bytes)
         lws_callback_on_writable(c->wsi);
-    if (c->phase == P_REPLAY && c->out.count <= S_LOW_WATER)
+    if (c->phase == P_REPLAY && s_wants_page(c))
         s_next_page(c);
     return 0;
 }
@@ -886,6 +1193,7 @@ void notify_on_closed(notify_conn_t **conn_p)
     s_wait_unlink(self, c);
     s_settle_remove(self, c);
     s_user_t *u = c->user;
+    outbound_detach(&c->oc);
     if (!u) { /* closed before its token was verified */
         auth_cache_cancel(gw->auth, &c->auth_wait);
         s_authing_unlink(c);
@@ -914,6 +1222,7 @@ void notify_on_closed(notify_conn_t **conn_p)
         int64_t user_id = u->user_id;
         char key[24];
         snprintf(key, sizeof key, "%" PRId64, user_id);
+        s_verify_forget(self, u);
         zhashx_delete(self->users, key); /* frees u */
         events_unsubscribe(gw->events, user_id);
     }
@@ -969,11 +1278,18 @@ void notify_user_event(notify_t *self, int64_t user_id, const msgpack_object *ev
         m->source_device = proto->source_device;
         if (c->phase == P_LIVE) {
             s_send(c, m);
-        } else if (c->held.count >= self->gw->cfg.ws_queue_max) {
+        } else if (c->held.count >= self->gw->cfg.ws_queue_max ||
+                   c->held.bytes + s_msg_size(m) > self->gw->cfg.ws_queue_max_bytes) {
             free(m);
-            s_close(c, S_CLOSE_TRY_AGAIN, "too many events during replay; reconnect");
+            s_close(c, S_CLOSE_BEHIND,
+                    "more than ws_queue_max(_bytes) of events during replay; "
+                    "reconnect with after=");
+        } else if (!outbound_reserve(&c->oc, s_msg_size(m))) {
+            free(m);
+            s_shed(&c->oc, OUTBOUND_BUDGET);
         } else {
             s_push(&c->held, m);
+            s_account(c);
         }
     }
     free(proto);

@@ -12,6 +12,14 @@
       the replay already covered (seq <= the last replayed) are dropped: no gap, no
       duplicate. device.set_active true on open and false on close (when no other
       socket of the device is open here) are fire-and-forget db ops.
+
+    What a socket holds for its client is bounded in bytes (ws_queue_max_bytes,
+    and the gateway's outbound budget and write-progress timeout, outbound.h): a
+    socket past them is closed with 4002 and its client reconnects with after=,
+    which the replay serves; the replay itself only asks for a page once the
+    queue has drained. Sockets per user and per device are capped at the upgrade
+    (429 too_many_sockets). Each user's devices are re-checked every ws_reverify_s
+    (device.list), so a revoke whose event was missed still closes its sockets.
 */
 #ifndef SLUICE_GATEWAY_NOTIFY_H
 #define SLUICE_GATEWAY_NOTIFY_H
@@ -40,6 +48,9 @@ void notify_user_event(notify_t *self, int64_t user_id, const msgpack_object *ev
 
 /* Closes every socket of device_id with 4001. */
 void notify_device_revoked(notify_t *self, int64_t user_id, int64_t device_id);
+
+/* Starts the periodic device checks that are due (ws_reverify_s). */
+void notify_janitor(notify_t *self, int64_t now_ms);
 
 /* Closes every socket with 1001 (the gateway is stopping). */
 void notify_shutdown(notify_t *self);

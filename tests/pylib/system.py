@@ -52,12 +52,12 @@ class Device:
 
 
 class Gateway:
-    def __init__(self, stack, **settings):
+    def __init__(self, stack, env=None, **settings):
         self.port = procs.free_port()
         s = {"host": "127.0.0.1", "port": self.port, "frontend": stack.frontend,
              "events_out": stack.events_out, "subscribe_settle_ms": 20}
         s.update(settings)
-        self.proc = procs.Proc([procs.binary("gateway")] + flags(s), name="gateway")
+        self.proc = procs.Proc([procs.binary("gateway")] + flags(s), env=env, name="gateway")
         self.proc.wait_log("listening")
         self.url = "http://127.0.0.1:%d" % self.port
         self.ws_url = "ws://127.0.0.1:%d" % self.port
