@@ -11,8 +11,10 @@
 
     Usage: db_bench --frontend tcp://127.0.0.1:5550 --db-port 3307 [--connections 8]
                     [--seconds 5] [--db-host 127.0.0.1] [--db-user sluice]
-                    [--db-password sluice] [--db-name sluice]
-    (tests/bench/db-bench starts MariaDB, a broker and a worker, then runs this.)
+                    [--db-password P] [--db-name sluice]
+    The password defaults to SLUICE_DB_PASSWORD (as the DB workers read it), else
+    sluice. (tests/bench/db-bench starts MariaDB, a broker and a worker, then runs
+    this.)
 */
 #include "clock.h"
 #include "mp.h"
@@ -352,10 +354,12 @@ static void s_print(const char *op, s_result_t raw, s_result_t via)
 
 int main(int argc, char **argv)
 {
+    /* the password deploy/local/mariadb generated, as the DB workers get it */
+    const char *password = getenv("SLUICE_DB_PASSWORD");
     s_opts_t o = {.frontend = "tcp://127.0.0.1:5550",
                   .host = "127.0.0.1",
                   .user = "sluice",
-                  .password = "sluice",
+                  .password = password ? password : "sluice",
                   .database = "sluice",
                   .port = 3307,
                   .connections = 8,

@@ -112,6 +112,9 @@ class MariaDB:
         for line in self.cmd("start").splitlines():
             if line.startswith("SLUICE_DB_") and "=" in line:
                 k, v = line.split("=", 1)
+                if k == "SLUICE_DB_PASSWORD_FILE":  # the generated password, kept 0600
+                    with open(v) as f:
+                        k, v = "SLUICE_DB_PASSWORD", f.read().strip()
                 self.settings[k] = v
 
     def reset(self, schema):

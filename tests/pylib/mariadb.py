@@ -9,11 +9,13 @@
     db.restart()
     db.stop()
 
-Statements run through the `mariadb` CLI as the local admin over the unix socket, so
-a test can look at the database without linking a driver. Nothing here touches a
-system-wide server.
+Statements run through the `mariadb` CLI as the local admin over the unix socket
+(socket authentication: the OS user), so a test can look at the database without
+linking a driver. The application user's password is the one the script generated
+into <dir>/app-password (`db.password`). Nothing here touches a system-wide server.
 """
 import os
+import pwd
 import select
 import shutil
 import subprocess
@@ -23,10 +25,12 @@ import time
 import procs
 
 SCRIPT = os.path.join(procs.SOURCE_DIR, "deploy", "local", "mariadb")
+# the script's local admin: the account of the OS user, by socket authentication
+ADMIN = pwd.getpwuid(os.getuid()).pw_name
 
 
 class MariaDB:
-    def __init__(self, directory=None, port=None, user="sluice", password="sluice",
+    def __init__(self, directory=None, port=None, user="sluice", password=None,
                  database="sluice"):
         if directory is None:
             base = os.path.join(procs.BUILD_DIR, "test-mariadb")
@@ -40,8 +44,16 @@ class MariaDB:
         self.port = port or procs.free_port()
         self.socket = os.path.join(self.dir, "mariadb.sock")
         self.user = user
-        self.password = password
+        self._password = password  # None: the one the script generated
         self.database = database
+
+    @property
+    def password(self):
+        """The application user's password, as the script keeps it (0600 file)."""
+        if self._password is not None:
+            return self._password
+        with open(os.path.join(self.dir, "app-password")) as f:
+            return f.read().strip()
 
     def _env(self):
         env = dict(os.environ)
@@ -50,9 +62,11 @@ class MariaDB:
             "SLUICE_MARIADB_PORT": str(self.port),
             "SLUICE_DB_NAME": self.database,
             "SLUICE_DB_USER": self.user,
-            "SLUICE_DB_PASSWORD": self.password,
             "SLUICE_MARIADB_QUIET": "1",
         })
+        env.pop("SLUICE_DB_PASSWORD", None)
+        if self._password is not None:
+            env["SLUICE_DB_PASSWORD"] = self._password
         return env
 
     def _script(self, command, check=True):
@@ -99,7 +113,7 @@ class MariaDB:
         """Runs statement(s) as root; returns the rows of the last result set as lists
         of strings (None for NULL)."""
         args = ["mariadb", "--no-defaults", "--protocol=socket", "--socket=" + self.socket,
-                "-uroot", "--batch", "--skip-column-names", "--raw"]
+                "-u" + ADMIN, "--batch", "--skip-column-names", "--raw"]
         if database:
             args.append(database)
         r = subprocess.run(args + ["-e", statement], stdout=subprocess.PIPE,
@@ -152,7 +166,7 @@ class CliSession:
 
     def __init__(self, db, database=None):
         args = ["mariadb", "--no-defaults", "--protocol=socket", "--socket=" + db.socket,
-                "-uroot", "--batch", "--skip-column-names", "--unbuffered"]
+                "-u" + ADMIN, "--batch", "--skip-column-names", "--unbuffered"]
         if database:
             args.append(database)
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
