@@ -181,7 +181,9 @@ class Sluice:
             self.procs.start("gateway-%d" % (g + 1), [
                 self.bin("gateway/sluice-gateway"), "--host", "127.0.0.1", "--port", str(port),
                 "--frontend", fe, "--events-out", eout, "--max-connections", "200000",
-                "--ws-queue-max", "100000", "--log-level", "warn"])
+                "--ws-queue-max", "100000", "--log-level", "warn",
+                # the fan-out holds up to 10,000 sockets of one user
+                "--ws-max-per-user", "0", "--ws-max-per-device", "0"])
         self.url = "http://127.0.0.1:%d" % port
         wait_health(self.url, 60, lambda h: len(h.get("pools", [])) == 2 and
                     h.get("status") == "ok")

@@ -6,10 +6,13 @@
 #include "login_throttle.h"
 #include "metrics.h"
 #include "mp.h"
+#include "outbound.h"
 #include "ratelimit.h"
 #include "render.h"
 #include "routes.h"
 #include "validate.h"
+
+#include "clock.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -613,6 +616,58 @@ static void test_login_throttle(void)
     login_throttle_destroy(&lt);
 }
 
+/* outbound: a connection that records its sheds and drops its bytes, as the
+   gateway's connections do. */
+typedef struct {
+    outbound_conn_t oc; /* first: the callback gets its address */
+    int shed;
+    outbound_why_t why;
+} s_fake_conn_t;
+
+static void s_fake_shed(outbound_conn_t *oc, outbound_why_t why)
+{
+    s_fake_conn_t *c = (s_fake_conn_t *)oc;
+    c->shed++;
+    c->why = why;
+    outbound_set(oc, 0);
+}
+
+static void test_outbound(void)
+{
+    outbound_t *o = outbound_new(1000, 1); /* 1000 bytes, 1 ms without progress */
+    s_fake_conn_t a = {0}, b = {0}, c = {0};
+    outbound_attach(o, &a.oc, -1, s_fake_shed); /* no socket: only a shrinking queue is */
+    outbound_attach(o, &b.oc, -1, s_fake_shed); /* progress */
+    outbound_attach(o, &c.oc, -1, s_fake_shed);
+    CHECK(outbound_reserve(&a.oc, 600));
+    outbound_set(&a.oc, 600);
+    CHECK(outbound_reserve(&b.oc, 300));
+    outbound_set(&b.oc, 300);
+    CHECK(outbound_total(o) == 900);
+    /* c asks for 200: a, the biggest, is shed; b stays */
+    CHECK(outbound_reserve(&c.oc, 200));
+    CHECK(a.shed == 1 && a.why == OUTBOUND_BUDGET && b.shed == 0 && outbound_total(o) == 300);
+    outbound_set(&c.oc, 200);
+    /* b asks for 600 more: it would be the biggest itself, so it is refused */
+    CHECK(!outbound_reserve(&b.oc, 600));
+    CHECK(b.shed == 0 && c.shed == 0 && outbound_total(o) == 500);
+    /* a connection is shed once: a (shed, still holding bytes) is never chosen again */
+    outbound_set(&a.oc, 500);
+    outbound_set(&b.oc, 400);
+    CHECK(outbound_reserve(&c.oc, 10)); /* b goes: a holds more but was shed already */
+    CHECK(a.shed == 1 && b.shed == 1 && outbound_total(o) == 700);
+    /* the write-progress timeout: c holds bytes and takes none */
+    int64_t later = clock_now_ms() + 1000;
+    outbound_janitor(o, later);
+    CHECK(c.shed == 1 && c.why == OUTBOUND_STALLED && a.shed == 1);
+    outbound_detach(&a.oc);
+    outbound_detach(&b.oc);
+    outbound_detach(&c.oc);
+    CHECK(outbound_total(o) == 0);
+    outbound_destroy(&o);
+    CHECK(o == NULL);
+}
+
 int main(void)
 {
     test_routes();
@@ -625,5 +680,6 @@ int main(void)
     test_ratelimit();
     test_ratelimit_give_and_forget();
     test_login_throttle();
+    test_outbound();
     CHECK_DONE();
 }

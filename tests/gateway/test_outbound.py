@@ -47,6 +47,19 @@ def gauge(url, name):
     return int(m.group(1)) if m else None
 
 
+def start_gateway(stack, **settings):
+    """A gateway of this test's own, serving once it answers /health (its DEALER
+    reached the broker): an upgrade a moment earlier could get 503."""
+    gw = Gateway(stack, **settings)
+    try:
+        wait(lambda: requests.get(gw.url + "/health", timeout=10).status_code == 200, 20,
+             "the new gateway to be healthy")
+    except BaseException:
+        gw.stop()
+        raise
+    return gw
+
+
 def post_item(gw, dev, content):
     r = requests.post(gw.url + "/v1/clipboard", data=json.dumps({"content": content}),
                       headers=dict(dev.auth, **{"Content-Type": "application/json"}), timeout=30)
@@ -66,7 +79,7 @@ def test_non_reading_sockets_keep_gateway_rss_bounded(stack):
     """The attack of issue 16: 50 sockets of one device that never read, 20 posts of
     1 MB from another device. It took the gateway from 46 MiB to 881 MiB."""
     cap, budget = 1 * MIB, 16 * MIB
-    gw = Gateway(stack, env=SMALL_QUARANTINE, ws_queue_max_bytes=cap,
+    gw = start_gateway(stack, env=SMALL_QUARANTINE, ws_queue_max_bytes=cap,
                  outbound_budget_bytes=budget, write_progress_timeout_s=60,
                  ws_max_per_device=64, ws_max_per_user=64)
     sockets = []
@@ -111,7 +124,7 @@ def test_non_reading_sockets_keep_gateway_rss_bounded(stack):
 
 
 def test_overflow_closes_4002_and_after_recovers_every_item(stack):
-    gw = Gateway(stack, ws_queue_max_bytes=256 * 1024, write_progress_timeout_s=60)
+    gw = start_gateway(stack, ws_queue_max_bytes=256 * 1024, write_progress_timeout_s=60)
     try:
         reader = stack.user()
         writer = stack.device(reader)
@@ -150,7 +163,7 @@ def test_overflow_closes_4002_and_after_recovers_every_item(stack):
 
 
 def test_sockets_capped_per_device_and_per_user(stack):
-    gw = Gateway(stack, ws_max_per_device=2, ws_max_per_user=3)
+    gw = start_gateway(stack, ws_max_per_device=2, ws_max_per_user=3)
     held = []
     try:
         laptop = stack.user()
@@ -182,7 +195,7 @@ def test_client_that_only_pongs_is_closed_by_write_timeout(stack, opcode):
     """It answers (or sends) protocol pings, so libwebsockets thinks it alive, but it
     reads nothing: with bytes queued for it and none taken for
     write_progress_timeout_s, it is closed."""
-    gw = Gateway(stack, write_progress_timeout_s=2, ws_queue_max_bytes=64 * MIB,
+    gw = start_gateway(stack, write_progress_timeout_s=2, ws_queue_max_bytes=64 * MIB,
                  outbound_budget_bytes=256 * MIB, ws_ping_s=1)
     try:
         reader = stack.user()
@@ -220,7 +233,7 @@ def test_client_that_only_pongs_is_closed_by_write_timeout(stack, opcode):
 
 
 def test_non_reading_chat_stream_is_cancelled_at_its_cap(chat_stack):
-    gw = Gateway(chat_stack, sse_queue_max_bytes=64 * 1024, write_progress_timeout_s=60)
+    gw = start_gateway(chat_stack, sse_queue_max_bytes=64 * 1024, write_progress_timeout_s=60)
     try:
         ann = chat_stack.user()
         r = requests.post(gw.url + "/v1/chat/conversations", json={}, headers=ann.auth,
@@ -261,7 +274,7 @@ def test_reverify_closes_sockets_of_a_device_revoked_without_its_event(stack):
     """A revoke whose event this gateway never saw (it raced the socket's token
     check, or the subscription was not settled yet): the periodic re-verification
     finds it and closes the socket with 4001."""
-    gw = Gateway(stack, ws_reverify_s=1)
+    gw = start_gateway(stack, ws_reverify_s=1)
     try:
         laptop = stack.user()
         phone = stack.device(laptop)
