@@ -13,18 +13,23 @@ GET /v1/clipboard in a loop:
   idle          the reader alone;
   one-user      the issue's attack: 40 clients at once, wrong passwords for one
                 username from one address (the failed-login throttle answers);
+                then the same username and address at --factor x the hashing
+                capacity, open loop;
   many-users    --factor x the hashing capacity, open loop, every login a new
                 username from one of many addresses, each address below
                 login_fail_address_max: the throttle does not apply, the DB
                 workers' bounded hash queue (hash_queue_max) does.
 
 Prints one row per phase: what was sent, the answers by status, the reader's
-p50/p99 and their ratio to idle. Not run by ctest (timing is not a test).
+p50/p99 and their ratio to idle. The flood runs in a child process at
+--flood-nice (default 10): it shares this host's CPUs with the stack, where a
+real attacker's CPU would be elsewhere; --flood-nice 0 shows the worst case. Not run by ctest (timing is not a test).
 Importable: run_bench(seconds, factor) returns the rows, for tests/bench/abuse.
 """
 import argparse
 import http.client
 import json
+import multiprocessing
 import os
 import sys
 import threading
@@ -95,26 +100,35 @@ class Reader:
         return self
 
 
-def _flood_one_user(port, seconds, clients=40):
-    """The issue's attack: clients at once, one username, one address, closed loop."""
+FLOOD_NICE = [10]  # the flood generator's nice value (--flood-nice)
+
+
+def _closed_loop(port, seconds, clients, name, source, out):
+    """clients at once, one username, one address, closed loop (the issue's attack)."""
+    os.nice(FLOOD_NICE[0])
     answers = {}
     lock = threading.Lock()
     end = time.monotonic() + seconds
-    name = "victim-" + uuid.uuid4().hex[:8]
 
     def run():
         while time.monotonic() < end:
-            s = _login(port, name, "wrong-password", "127.0.30.1")
+            s = _login(port, name, "wrong-password", source)
             with lock:
                 answers[s] = answers.get(s, 0) + 1
 
     threads = [threading.Thread(target=run, daemon=True) for _ in range(clients)]
-    return threads, answers, "%d clients, one username, one address" % clients
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put(answers)
 
 
-def _flood_many_users(port, seconds, rate, per_address=25, threads_n=64):
-    """Open loop at rate logins/s, each a new username, addresses changed every
-    per_address logins (below login_fail_address_max)."""
+def _open_loop(port, seconds, rate, one_name, per_address, out, threads_n=64):
+    """rate logins/s on schedule. one_name: all for it from one address; else each a
+    new username, the address changed every per_address logins (below
+    login_fail_address_max)."""
+    os.nice(FLOOD_NICE[0])
     answers = {}
     lock = threading.Lock()
     start = time.monotonic() + 0.05
@@ -128,28 +142,41 @@ def _flood_many_users(port, seconds, rate, per_address=25, threads_n=64):
                 counter[0] += 1
             if i >= total:
                 return
-            due = start + i / rate
-            wait = due - time.monotonic()
+            wait = start + i / rate - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-            a = i // per_address
-            source = "127.%d.%d.%d" % (40 + a // 60000, (a // 250) % 240, 1 + a % 250)
-            s = _login(port, "flood-%d-%s" % (i, uuid.uuid4().hex[:6]), "wrong", source)
+            if one_name:
+                name, source = one_name, "127.0.31.1"
+            else:
+                a = i // per_address
+                name = "flood-%d-%s" % (i, uuid.uuid4().hex[:6])
+                source = "127.%d.%d.%d" % (40 + a // 60000, (a // 250) % 240, 1 + a % 250)
+            s = _login(port, name, "wrong", source)
             with lock:
                 answers[s] = answers.get(s, 0) + 1
 
     threads = [threading.Thread(target=run, daemon=True) for _ in range(threads_n)]
-    return threads, answers, "%.0f logins/s open loop (%d), new usernames, %d per address" % (
-        rate, total, per_address)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put(answers)
 
 
 def _phase(stack, token, seconds, flood=None):
-    threads, answers, what = flood if flood else ([], {}, "nothing")
-    for t in threads:
-        t.start()
+    """The reader alone in this process (no flood thread shares its interpreter
+    lock); the flood, if any, in a child process."""
+    what, target, args = flood if flood else ("nothing", None, ())
+    proc = out = None
+    if target:
+        out = multiprocessing.Queue()
+        proc = multiprocessing.Process(target=target, args=args + (out,), daemon=True)
+        proc.start()
     reader = Reader(stack.gateway.port, token).run_for(seconds)
-    for t in threads:
-        t.join(60)
+    answers = {}
+    if proc:
+        answers = out.get(timeout=120)
+        proc.join(30)
     return {"sent": what, "answers": dict(sorted(answers.items())), "reader": reader.lat,
             "reader_statuses": reader.statuses}
 
@@ -164,14 +191,15 @@ def hash_seconds(port, n=5):
     return sorted(times)[n // 2]
 
 
-def run_bench(seconds=10, factor=10):
+def run_bench(seconds=10, factor=10, worker_settings=None):
     import procs  # noqa: F401  (SLUICE_BUILD_DIR decides the binaries)
     from mariadb import MariaDB
     from system import Stack
 
     db = MariaDB()
     db.start()
-    stack = Stack(db, hash_settings={})  # the DB workers' real Argon2id cost
+    # the DB workers' real Argon2id cost, and their other hash defaults unless told
+    stack = Stack(db, hash_settings=dict(worker_settings or {}))
     stack.start()
     rows = []
     try:
@@ -181,12 +209,17 @@ def run_bench(seconds=10, factor=10):
         capacity = len(stack.workers) / t
         rate = factor * capacity
         port = stack.gateway.port
-        idle = _phase(stack, ann.token, seconds)
-        rows.append(("idle", idle))
-        rows.append(("one-user", _phase(stack, ann.token, seconds,
-                                        _flood_one_user(port, seconds))))
-        rows.append(("many-users", _phase(stack, ann.token, seconds,
-                                          _flood_many_users(port, seconds, rate))))
+        victim = "victim-" + uuid.uuid4().hex[:8]
+        rows.append(("idle", _phase(stack, ann.token, seconds)))
+        rows.append(("one-user", _phase(stack, ann.token, seconds, (
+            "40 clients at once, one username, one address", _closed_loop,
+            (port, seconds, 40, victim, "127.0.30.1")))))
+        rows.append(("one-user", _phase(stack, ann.token, seconds, (
+            "%.0f/s (%gx) open loop, one username, one address" % (rate, factor), _open_loop,
+            (port, seconds, rate, victim + "b", 0)))))
+        rows.append(("many-users", _phase(stack, ann.token, seconds, (
+            "%.0f/s (%gx) open loop, new usernames, 25 per address" % (rate, factor),
+            _open_loop, (port, seconds, rate, None, 25)))))
         pools = stack.pools()
     finally:
         stack.stop()
@@ -201,13 +234,13 @@ def print_report(out, factor):
               out["hash_ms"], out["capacity"], out["rate"], factor))
     idle = out["rows"][0][1]["reader"]
     i50, i99 = _pct(idle, 50), _pct(idle, 99)
-    print("%-11s %-58s %-26s %8s %8s %7s %7s %s" % (
+    print("%-11s %-52s %-26s %8s %8s %7s %7s %s" % (
         "phase", "sent", "answers", "p50 ms", "p99 ms", "p50 x", "p99 x", "reader"))
     for name, r in out["rows"]:
         lat = r["reader"]
         p50, p99 = _pct(lat, 50), _pct(lat, 99)
-        print("%-11s %-58s %-26s %8.1f %8.1f %7.2f %7.2f %s" % (
-            name, r["sent"][:58], json.dumps(r["answers"])[:26], p50, p99, p50 / i50, p99 / i99,
+        print("%-11s %-52s %-26s %8.1f %8.1f %7.2f %7.2f %s" % (
+            name, r["sent"][:52], json.dumps(r["answers"])[:26], p50, p99, p50 / i50, p99 / i99,
             "%d reads %s" % (len(lat), json.dumps(r["reader_statuses"]))))
     for p in out["pools"]:
         print("worker %s: hash_computed %s, hash_expired %s, hash_rejected %s" % (
@@ -222,9 +255,22 @@ def main():
     ap.add_argument("--build", default=os.environ.get("SLUICE_BUILD_DIR",
                                                       os.path.join(HERE, "..", "..", "build",
                                                                    "test")))
+    ap.add_argument("--flood-nice", type=int, default=10,
+                    help="nice value of the flood generator, which shares this host's CPUs "
+                         "with the stack (a real attacker's CPU is elsewhere); 0: none")
+    ap.add_argument("--hash-nice", type=int, help="the DB workers' hash_nice (default theirs)")
+    ap.add_argument("--hash-queue-max", type=int,
+                    help="the DB workers' hash_queue_max (default theirs)")
     a = ap.parse_args()
     os.environ["SLUICE_BUILD_DIR"] = os.path.abspath(a.build)
-    print_report(run_bench(a.seconds, a.factor), a.factor)
+    FLOOD_NICE[0] = a.flood_nice
+    print("flood generator at nice %d (it shares the host's CPUs with the stack)" % a.flood_nice)
+    ws = {}
+    if a.hash_nice is not None:
+        ws["hash_nice"] = a.hash_nice
+    if a.hash_queue_max is not None:
+        ws["hash_queue_max"] = a.hash_queue_max
+    print_report(run_bench(a.seconds, a.factor, ws), a.factor)
 
 
 if __name__ == "__main__":

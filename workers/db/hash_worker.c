@@ -301,6 +301,11 @@ size_t hash_worker_pending(const hash_worker_t *self)
     return zlistx_size(self->waiting) + (self->running ? 1 : 0);
 }
 
+void hash_worker_refuse(hash_worker_t *self)
+{
+    self->rejected++;
+}
+
 size_t hash_worker_queue_max(const hash_worker_t *self)
 {
     return self->queue_max;

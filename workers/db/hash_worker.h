@@ -73,6 +73,9 @@ void hash_worker_handle(hash_worker_t *self);
 /* Drops the waiting jobs whose deadline has come (done: HASH_EXPIRED). */
 void hash_worker_tick(hash_worker_t *self, int64_t now_ms);
 
+/* Counts a job refused by the caller because the queue was full (hash_rejected). */
+void hash_worker_refuse(hash_worker_t *self);
+
 /* Jobs held: waiting plus computing. */
 size_t hash_worker_pending(const hash_worker_t *self);
 size_t hash_worker_queue_max(const hash_worker_t *self);

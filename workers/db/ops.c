@@ -554,6 +554,15 @@ static void s_hash_refused(dbop_t *op, hash_refusal_t why)
         dbop_error(op, 500, "internal", "cannot check the password (out of memory)");
 }
 
+bool dbop_hash_room(dbop_t *op)
+{
+    if (hash_worker_pending(op->ops->hash) < hash_worker_queue_max(op->ops->hash))
+        return true;
+    hash_worker_refuse(op->ops->hash);
+    s_hash_refused(op, HASH_REFUSED_FULL);
+    return false;
+}
+
 void dbop_hash(dbop_t *op, const char *password, size_t len)
 {
     dbop_release(op);

@@ -177,6 +177,10 @@ void dbop_exec_write(dbop_t *op, const char *sql, const dbparam_t *params, size_
 void dbop_tx_begin(dbop_t *op);
 void dbop_hash(dbop_t *op, const char *password, size_t len);
 void dbop_verify(dbop_t *op, const char *hash, const char *password, size_t len);
+/* Whether the hash queue has room now; if not, answers the 503 a full queue gets
+   and returns false. Called before an op's first statement, so a flood refused
+   for hashing costs no database round trip either. */
+bool dbop_hash_room(dbop_t *op);
 /* Gives the connection back now (before a hash). */
 void dbop_release(dbop_t *op);
 

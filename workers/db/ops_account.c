@@ -37,7 +37,8 @@ void op_user_create(dbop_t *op)
                    "\"username\" may contain only letters, digits, '_', '.' and '-'");
         return;
     }
-    if (!arg_str(op, "password", true, 8, 256, &st->password, &st->password_len))
+    if (!arg_str(op, "password", true, 8, 256, &st->password, &st->password_len) ||
+        !dbop_hash_room(op))
         return;
     OP_HASH(op, st->password, st->password_len);
     if (!op->hash_ok) {
@@ -83,6 +84,9 @@ void op_session_create(dbop_t *op)
     if (!arg_str(op, "username", true, 1, 256, &st->username, &st->username_len) ||
         !arg_str(op, "password", true, 1, 1024, &st->password, &st->password_len) ||
         !arg_str(op, "device_name", true, 1, 128, &st->device_name, &st->device_name_len))
+        return;
+    /* a full hash queue is refused before the first statement, not after it */
+    if (!dbop_hash_room(op))
         return;
     OP_EXEC(op, "SELECT id, password_hash FROM users WHERE username = ?",
             P_STR(st->username, st->username_len));
