@@ -36,8 +36,12 @@ def stack(mariadb):
 def chat_stack(mariadb):
     """The whole stack with a stream worker (echo provider). Its journal folder is
     fixed, so a stream worker started after one was killed adopts its journal."""
+    # 500 streams opened at once from one loopback address are that many requests
+    # arriving at once: above address_max_pending (256) some would get 429. That
+    # bound is for slow clients and is tested in test_slow_clients.py.
     s = Stack(mariadb, chat=True,
-              chat_settings={"journal_dir": tempfile.mkdtemp(prefix="chat-journal-")})
+              chat_settings={"journal_dir": tempfile.mkdtemp(prefix="chat-journal-")},
+              gateway_settings={"address_max_pending": 1024})
     s.start()
     yield s
     s.stop()

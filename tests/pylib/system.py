@@ -70,8 +70,10 @@ class Stack:
     """The whole system on free ports: broker, two DB workers (pool 2 each, no
     overflow), a gateway, and with chat=True a stream worker (echo provider)."""
 
-    def __init__(self, db, chat=False, chat_settings=None, hash_settings=None):
+    def __init__(self, db, chat=False, chat_settings=None, hash_settings=None,
+                 gateway_settings=None):
         self.db = db
+        self.gateway_settings = dict(gateway_settings or {})
         # the suite's fast Argon2id unless told otherwise ({} : the workers' real cost)
         self.hash_settings = dict(FAST_HASH if hash_settings is None else hash_settings)
         self.chat = chat
@@ -99,7 +101,7 @@ class Stack:
             self.workers.append(w)
         if self.chat:
             self.start_streamworker(**self.chat_settings)
-        self.gateway = Gateway(self, header_timeout_ms=1500)
+        self.gateway = Gateway(self, header_timeout_ms=1500, **self.gateway_settings)
         self.url = self.gateway.url
         self.ws_url = self.gateway.ws_url
         end = time.monotonic() + 20
