@@ -171,7 +171,11 @@ def test_reads_are_answered_during_a_login_flood(real_stack):
         statuses = {}
         for status, headers, body in flood.answers:
             statuses[status] = statuses.get(status, 0) + 1
-            assert status in (401, 503), (status, body)
+            # 504: a login whose deadline passed while it queued for the hash thread
+            # (dropped, not computed: under a slow machine some get that far)
+            assert status in (401, 503, 504), (status, body)
+            if status == 504:
+                assert "not computed" in body["error"]["message"], body
             if status == 503:
                 assert body["error"]["code"] == "unavailable", body
                 assert "hash_queue_max" in body["error"]["message"], body
