@@ -13,7 +13,8 @@ the stream worker, the gateway and MariaDB. After each kill:
 - SIGTERM still stops everything and run exits 0.
 
 A second test makes a process die at every start (its port taken) and checks that
-run gives up, says so, and stops everything else.
+run gives up, says so, and stops everything else; a third that Ctrl-C (SIGINT to the
+whole process group) stops everything.
 """
 import os
 import re
@@ -353,7 +354,13 @@ def test_kill_each_process_under_write_load(stack):
     assert s.terminate() == 0, s.output()
     still = {n: p for n, p in pids.items() if p and alive(p)}
     assert not still, "still running after SIGTERM: %s" % still
-    assert "stopped" in s.output()
+    out = s.output()
+    assert "stopped; logs are in" in out, out
+    # every process (the restarted ones too) exited 0 on SIGTERM: run names any other
+    assert not re.search(r"exited with \d+ \(see", out), out
+    for name in os.listdir(os.path.join(s.var, "log")):
+        text = open(os.path.join(s.var, "log", name), errors="replace").read()
+        assert "Sanitizer" not in text and "runtime error:" not in text, (name, text[-3000:])
 
 
 def test_gives_up_on_a_process_that_keeps_dying_at_start(stack):
@@ -389,3 +396,23 @@ def test_gives_up_on_a_process_that_keeps_dying_at_start(stack):
     assert "giving up" in out, out
     still = {n: p for n, p in pids.items() if p and alive(p)}
     assert not still, "still running after run gave up: %s\n%s" % (still, out)
+
+
+def test_ctrl_c_stops_everything(stack):
+    """Ctrl-C in a terminal is SIGINT to the whole foreground process group: run and
+    every process it started at once. run stops them all (none is taken for dead and
+    started again), then MariaDB, and exits 0."""
+    s = stack()
+    s.wait_running()
+    pids = s.all_pids()
+    os.killpg(s.proc.pid, signal.SIGINT)
+    try:
+        rc = s.proc.wait(120)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("run did not stop on SIGINT:\n" + s.output())
+    out = s.output()
+    assert rc == 0, out
+    assert "starting it again" not in out, out
+    assert "mariadb stopped" in out, out
+    still = {n: p for n, p in pids.items() if p and alive(p)}
+    assert not still, "still running after Ctrl-C: %s\n%s" % (still, out)

@@ -45,3 +45,18 @@ def test_units_verify(tmp_path):
         # verify exits 0 on warnings too: any line about our unit is a failure
         about = [line for line in (r.stdout + r.stderr).splitlines() if "sluice" in line]
         assert r.returncode == 0 and not about, (name, r.stdout, r.stderr)
+
+
+def test_units_restart_what_dies():
+    """Like deploy/local/run: a process that dies (exit status, signal, SIGKILL
+    included) is started again after a pause, and systemd's start limit (5 starts in
+    10 s by default, not overridden here) gives up on one that keeps dying at start."""
+    for path in sorted(glob.glob(os.path.join(UNITS, "*.service"))):
+        service = open(path).read().split("[Service]", 1)[1].split("\n[", 1)[0]
+        keys = dict(line.split("=", 1) for line in service.splitlines()
+                    if "=" in line and not line.startswith("#"))
+        name = os.path.basename(path)
+        assert keys.get("Restart") in ("on-failure", "always", "on-abnormal"), (name, keys)
+        assert float(keys.get("RestartSec", "0.1").rstrip("s")) >= 1, name
+        text = open(path).read()
+        assert "StartLimitBurst=0" not in text and "StartLimitIntervalSec=0" not in text, name
