@@ -5,7 +5,8 @@
     Connector/C's non-blocking API asked for), and a signalfd. Ops arrive as SMP
     REQUESTs, each runs on one pooled connection, and the connection is back in
     the pool before the REPLY leaves. The credit advertised to the brokers is what
-    the pool can take now, so requests wait in the broker, never here.
+    the pool can take now (plus the ops hashing a password, which hold no
+    connection: s_credit), so requests wait in the broker, never here.
 
     SIGTERM/SIGINT: credit 0 (no new work), in-flight ops finish and reply,
     DISCONNECT to every broker, connections closed, exit 0.
