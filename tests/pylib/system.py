@@ -101,7 +101,9 @@ class Stack:
             self.workers.append(w)
         if self.chat:
             self.start_streamworker(**self.chat_settings)
-        self.gateway = Gateway(self, header_timeout_ms=1500, **self.gateway_settings)
+        # a short head deadline for the suite, unless the caller sets its own
+        self.gateway = Gateway(self, **dict({"header_timeout_ms": 1500},
+                                            **self.gateway_settings))
         self.url = self.gateway.url
         self.ws_url = self.gateway.ws_url
         end = time.monotonic() + 20
