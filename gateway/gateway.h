@@ -47,6 +47,7 @@ typedef struct {
     size_t ws_max_per_user;            /* open WebSockets of one user here (0: no limit) */
     size_t ws_max_per_device;          /* open WebSockets of one device here (0: no limit) */
     int ws_reverify_s;                 /* live sockets' devices checked this often (0: never) */
+    int64_t ws_gap_wait_ms;            /* a missing seq is waited for this long, then replayed */
     int ws_ping_s;                     /* WebSocket protocol ping to idle peers (0: none) */
     size_t ws_db_max;                  /* db ops of WebSocket actors in flight at once */
     int keepalive_s;                   /* idle HTTP keep-alive connection lifetime */

@@ -78,6 +78,9 @@ static const config_option_t s_options[] = {
     {"ws_max_per_device", CONFIG_INT, "8", "open WebSockets of one device here (0: no limit)"},
     {"ws_reverify_s", CONFIG_INT, "60",
      "check this often that the devices of open WebSockets are not revoked (0: never)"},
+    {"ws_gap_wait_ms", CONFIG_INT, "1000",
+     "a live item whose earlier seq has not arrived waits this long; then the user's "
+     "sockets reconnect (4002) to replay it"},
     {"ws_ping_s", CONFIG_INT, "30", "ping idle WebSockets after this many seconds (0: never)"},
     {"ws_db_max", CONFIG_INT, "64",
      "db ops of WebSockets (hello, replay, set_active) in flight at once; more wait here"},
@@ -357,6 +360,11 @@ static int s_outbound_settings(const config_t *c, gw_config_t *cfg)
     cfg->ws_max_per_user = (size_t)per_user;
     cfg->ws_max_per_device = (size_t)per_device;
     cfg->ws_reverify_s = (int)reverify;
+    cfg->ws_gap_wait_ms = config_int(c, "ws_gap_wait_ms");
+    if (cfg->ws_gap_wait_ms < 10 || cfg->ws_gap_wait_ms > 600000) {
+        fprintf(stderr, "sluice-gateway: ws_gap_wait_ms is out of range: 10-600000\n");
+        return -1;
+    }
     return 0;
 }
 

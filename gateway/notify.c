@@ -94,6 +94,13 @@ struct s_user_t {
     s_user_t *vprev, *vnext;      /* notify_t's users in verify_at_ms order */
     upstream_call_t *verify_call; /* the device.list of that check, in flight */
     notify_t *owner;
+    /* Live items in seq order (s_order): seqs are dense per user, but the events of
+       two DB workers may arrive overtaken, and a client keeps the last seq it saw
+       (reconnecting with after=<it>), so an item sent after a later one is skipped
+       for good. */
+    int64_t next_seq;     /* the seq to send next; 0: not known until the first hello */
+    s_queue_t pending;    /* events waiting for an earlier item (items by seq) */
+    int64_t gap_since_ms; /* pending waits for a missing seq since (0: it does not) */
 };
 
 /* A device.set_active waiting for its turn. */
@@ -113,6 +120,7 @@ struct notify_t {
     size_t count;           /* all sockets, authing included */
     notify_conn_t *settling;
     s_user_t *verify_head, *verify_tail; /* users by verify_at_ms (all get the same period) */
+    size_t gapped; /* users whose pending waits for a missing seq */
     uv_timer_t timer;
     bool timer_running;
 };
@@ -136,9 +144,13 @@ notify_t *notify_new(gw_t *gw)
     return self;
 }
 
+static void s_clear(s_queue_t *q);
+
 static void s_timer_closed(uv_handle_t *handle)
 {
     notify_t *self = handle->data;
+    for (s_user_t *u = zhashx_first(self->users); u; u = zhashx_next(self->users))
+        s_clear(&u->pending);
     while (self->act_head) {
         s_active_t *a = self->act_head;
         self->act_head = a->next;
@@ -550,6 +562,8 @@ static void s_go_live(notify_conn_t *c)
 }
 
 static void s_next_page(notify_conn_t *c);
+static void s_baseline(notify_t *self, s_user_t *u, int64_t latest);
+static void s_resync(notify_t *self, s_user_t *u, const char *why);
 
 static void s_on_page(void *arg, bool final, int status, const msgpack_object *body)
 {
@@ -639,6 +653,9 @@ static void s_on_latest(void *arg, bool final, int status, const msgpack_object 
     c->hello_queued = true;
     lws_callback_on_writable(c->wsi);
     c->threshold = latest;
+    s_baseline(c->owner, c->user, latest); /* may queue items to c: held, as it is not live */
+    if (c->phase == P_CLOSING)
+        return;
     if (c->after < 0) {
         s_go_live(c);
         return;
@@ -779,6 +796,12 @@ static void s_verify_send(notify_t *self, s_user_t *u)
 
 void notify_janitor(notify_t *self, int64_t now_ms)
 {
+    if (self->gapped) {
+        for (s_user_t *u = zhashx_first(self->users); u; u = zhashx_next(self->users)) {
+            if (u->gap_since_ms && now_ms - u->gap_since_ms >= self->gw->cfg.ws_gap_wait_ms)
+                s_resync(self, u, "a seq did not arrive within ws_gap_wait_ms");
+        }
+    }
     /* only with a turn to spare: sockets opening (hello, replay) go first */
     while (self->verify_head && self->verify_head->verify_at_ms <= now_ms &&
            self->inflight < self->gw->cfg.ws_db_max && !self->wait_head) {
@@ -1223,6 +1246,9 @@ void notify_on_closed(notify_conn_t **conn_p)
         char key[24];
         snprintf(key, sizeof key, "%" PRId64, user_id);
         s_verify_forget(self, u);
+        if (u->gap_since_ms)
+            self->gapped--;
+        s_clear(&u->pending);
         zhashx_delete(self->users, key); /* frees u */
         events_unsubscribe(gw->events, user_id);
     }
@@ -1234,6 +1260,116 @@ void notify_on_closed(notify_conn_t **conn_p)
 }
 
 /* ---- events -------------------------------------------------------------------------- */
+
+/* An event, in order, to every socket of u that takes it (held until live). */
+static void s_fanout(notify_t *self, s_user_t *u, s_msg_t *proto)
+{
+    for (notify_conn_t *c = u->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->phase == P_CLOSING)
+            continue;
+        if (c->phase == P_LIVE && proto->kind == K_ITEM &&
+            (proto->seq <= c->threshold || proto->source_device == c->device_id))
+            continue;
+        s_msg_t *m = s_msg_new((const char *)proto->data + LWS_PRE, proto->len, proto->kind);
+        m->seq = proto->seq;
+        m->source_device = proto->source_device;
+        if (c->phase == P_LIVE) {
+            s_send(c, m);
+        } else if (c->held.count >= self->gw->cfg.ws_queue_max ||
+                   c->held.bytes + s_msg_size(m) > self->gw->cfg.ws_queue_max_bytes) {
+            free(m);
+            s_close(c, S_CLOSE_BEHIND,
+                    "more than ws_queue_max(_bytes) of events during replay; "
+                    "reconnect with after=");
+        } else if (!outbound_reserve(&c->oc, s_msg_size(m))) {
+            free(m);
+            s_shed(&c->oc, OUTBOUND_BUDGET);
+        } else {
+            s_push(&c->held, m);
+            s_account(c);
+        }
+    }
+    free(proto);
+}
+
+/* Gives up on a missing seq (an event lost on the way, or a DB worker killed between
+   its COMMIT and its PUBLISH): every socket of u is closed with 4002 and reconnects
+   with after=<the last seq it got>, so its replay reads what is missing. */
+static void s_resync(notify_t *self, s_user_t *u, const char *why)
+{
+    slog_warn("notify: user %" PRId64 ": %s; its sockets reconnect to replay it", u->user_id,
+              why);
+    metrics_count(self->gw->metrics, "ws_seq_gap_resync");
+    for (notify_conn_t *c = u->conns; c; c = c->next)
+        if (c->phase != P_CLOSING)
+            s_close(c, S_CLOSE_BEHIND, "an event was missed; reconnect with after=");
+    s_clear(&u->pending);
+    u->next_seq = 0;
+    if (u->gap_since_ms)
+        self->gapped--;
+    u->gap_since_ms = 0;
+}
+
+/* Sends what pending holds from next_seq on, and notes a gap that remains. */
+static void s_release(notify_t *self, s_user_t *u)
+{
+    s_msg_t *m;
+    while ((m = u->pending.head) && (m->kind != K_ITEM || m->seq <= u->next_seq)) {
+        s_pop(&u->pending);
+        if (m->kind == K_ITEM && m->seq < u->next_seq) {
+            free(m); /* before the first hello's seq, or a duplicate */
+            continue;
+        }
+        if (m->kind == K_ITEM)
+            u->next_seq = m->seq + 1;
+        s_fanout(self, u, m);
+    }
+    bool gap = u->pending.head != NULL;
+    if (gap && !u->gap_since_ms) {
+        u->gap_since_ms = clock_now_ms();
+        self->gapped++;
+    } else if (!gap && u->gap_since_ms) {
+        u->gap_since_ms = 0;
+        self->gapped--;
+    }
+}
+
+/* Items go into pending by seq, deletes behind what is there; then what can go,
+   goes. Until the first hello of u says where the seqs stand, everything waits
+   (every socket of u is still before its hello then, holding anyway). */
+static void s_order(notify_t *self, s_user_t *u, s_msg_t *m)
+{
+    if (m->kind == K_ITEM) {
+        s_msg_t **p = &u->pending.head;
+        while (*p && !((*p)->kind == K_ITEM && (*p)->seq > m->seq))
+            p = &(*p)->next;
+        m->next = *p;
+        *p = m;
+        if (!m->next)
+            u->pending.tail = m;
+        u->pending.count++;
+        u->pending.bytes += s_msg_size(m);
+    } else {
+        s_push(&u->pending, m);
+    }
+    const gw_config_t *cfg = &self->gw->cfg;
+    if (u->pending.count > cfg->ws_queue_max || u->pending.bytes > cfg->ws_queue_max_bytes) {
+        s_resync(self, u, "more than ws_queue_max(_bytes) of events wait for a missing seq");
+        return;
+    }
+    if (u->next_seq > 0)
+        s_release(self, u);
+}
+
+/* The first hello of u tells where its seqs stand: live items start after it. */
+static void s_baseline(notify_t *self, s_user_t *u, int64_t latest)
+{
+    if (u->next_seq > 0)
+        return;
+    u->next_seq = latest + 1;
+    s_release(self, u);
+}
 
 void notify_user_event(notify_t *self, int64_t user_id, const msgpack_object *event)
 {
@@ -1266,35 +1402,8 @@ void notify_user_event(notify_t *self, int64_t user_id, const msgpack_object *ev
     } else {
         return; /* device.revoked is handled by the gateway; others are not for sockets */
     }
-    for (notify_conn_t *c = u->conns, *next; c; c = next) {
-        next = c->next;
-        if (c->phase == P_CLOSING)
-            continue;
-        if (c->phase == P_LIVE && proto->kind == K_ITEM &&
-            (proto->seq <= c->threshold || proto->source_device == c->device_id))
-            continue;
-        s_msg_t *m = s_msg_new((const char *)proto->data + LWS_PRE, proto->len, proto->kind);
-        m->seq = proto->seq;
-        m->source_device = proto->source_device;
-        if (c->phase == P_LIVE) {
-            s_send(c, m);
-        } else if (c->held.count >= self->gw->cfg.ws_queue_max ||
-                   c->held.bytes + s_msg_size(m) > self->gw->cfg.ws_queue_max_bytes) {
-            free(m);
-            s_close(c, S_CLOSE_BEHIND,
-                    "more than ws_queue_max(_bytes) of events during replay; "
-                    "reconnect with after=");
-        } else if (!outbound_reserve(&c->oc, s_msg_size(m))) {
-            free(m);
-            s_shed(&c->oc, OUTBOUND_BUDGET);
-        } else {
-            s_push(&c->held, m);
-            s_account(c);
-        }
-    }
-    free(proto);
+    s_order(self, u, proto);
 }
-
 void notify_device_revoked(notify_t *self, int64_t user_id, int64_t device_id)
 {
     char key[24];
