@@ -23,9 +23,11 @@ $SLUICE_BUILD_DIR/faults-report.txt. docs/faults.md explains each column.
 """
 import random
 import signal
+import threading
 import time
 
 import pytest
+import requests
 
 import load as loadlib
 from load import Load
@@ -125,7 +127,22 @@ def test_kill_dbworker(make_stack, mariadb, database, report, capsys):
 
 def test_kill_streamworker(make_stack, mariadb, database, report, capsys):
     def fault(s, ld, ctx):
-        # kill it while it is streaming an answer
+        # kill it while it is streaming an answer: one of our own, long enough (1,500
+        # words at the stream worker's 5 ms a word) to be caught under ASan too,
+        # where the load's short answers may all be over between two looks
+        dev = s.user()
+        conv = s.post("/v1/chat/conversations", {}, token=dev.token).json()["id"]
+        words = " ".join("w%d" % i for i in range(1500))
+
+        def long_answer():
+            try:
+                requests.post(s.url + "/v1/chat/conversations/%s/messages" % conv,
+                              json={"content": words, "stream": True}, headers=dev.auth,
+                              timeout=60)
+            except requests.RequestException:
+                pass  # cut by the kill: its end is check_chat's business
+
+        threading.Thread(target=long_answer, daemon=True).start()
         end = time.monotonic() + 20
         while time.monotonic() < end and "streaming" not in str(
                 mariadb.sql("SELECT status FROM messages WHERE status='streaming'", database)):
