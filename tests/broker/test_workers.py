@@ -7,8 +7,14 @@ import zmq
 import smp
 
 
+# A worker is dead after HEARTBEAT_MS * LIVENESS of silence: 1 s. Short enough for
+# quick tests of dead workers, and 20 of the Python workers' 50 ms heartbeats, so a
+# live one that a busy machine (sanitizers, two cores) delays is not lost.
+HEARTBEAT_MS, LIVENESS = 200, 5
+
+
 def fast(make_broker):
-    return make_broker(heartbeat_ms=100, liveness=3)
+    return make_broker(heartbeat_ms=HEARTBEAT_MS, liveness=LIVENESS)
 
 
 def test_broker_sends_heartbeats(make_broker):
@@ -20,14 +26,22 @@ def test_broker_sends_heartbeats(make_broker):
 
 
 def test_heartbeating_worker_stays(make_broker):
+    """A worker that only heartbeats (no requests, no replies) stays, while silent
+    workers registered after it are declared dead: order, not time, shows that
+    more than one dead-worker interval has passed, twice over."""
     b = fast(make_broker)
     e = b.echo_worker("stay", heartbeat_s=0.05)
     b.wait_workers("stay", 1)
-    end = time.monotonic() + 0.8  # well past 3 intervals of 100 ms
-    c = b.client()
-    while time.monotonic() < end:
-        assert c.request("stay", {"op": "x"})["status"] == 200
-    assert b.status()["broker"]["workers_lost"] == 0
+    for lost in (1, 2):
+        b.worker("silent")  # READY, then nothing
+        b.wait_workers("silent", 1)
+        st = b.wait_status(lambda d: d["broker"]["workers_lost"] >= lost, timeout=20)
+        assert "silent" not in st["services"], st
+        assert st["services"].get("stay", {}).get("workers") == 1, st
+        assert st["broker"]["workers_lost"] == lost, st
+    assert b.status()["broker"]["workers_lost"] == 2
+    assert b.client().request("stay", {"op": "x"})["status"] == 200
+    assert e.disconnects == 0
     del e
 
 
@@ -38,7 +52,7 @@ def test_dead_worker_in_flight_is_503_worker_lost(make_broker):
     b.wait_workers("dies", 1)
     r1 = c.send("dies", {"op": "write"}, deadline_ms=30000)
     w.recv_request()
-    # the worker now says nothing: dead after 3 silent intervals
+    # the worker now says nothing: dead after LIVENESS silent intervals
     body = c.wait_reply(r1, timeout=10)
     assert body["status"] == 503 and body["error"]["code"] == "worker_lost"
     cmd, _ = w.recv(timeout=5)  # a slow worker is told to start over

@@ -2,7 +2,6 @@
 statement next to fast ones, deadlines, migrations by several workers, and a
 clean SIGTERM drain. Slow statements are made with a row lock held by a second
 session (the mariadb CLI), never with a test-only op."""
-import contextlib
 import os
 import time
 
@@ -13,20 +12,9 @@ def db_service(stack, client=None):
     return stack.status(client)["services"].get("db", {})
 
 
-@contextlib.contextmanager
 def user_row_held(stack, user_id):
-    """A CLI session holding the user's row lock: clipboard.create for that user
-    blocks on it until the block ends and the session commits."""
-    s = stack.db.cli(stack.database)
-    try:
-        s.run("BEGIN; SELECT id FROM users WHERE id = %d FOR UPDATE;" % user_id)
-        yield s
-    finally:
-        # an open transaction would block the fixture's DROP DATABASE
-        try:
-            s.run("COMMIT;")
-        finally:
-            s.close()
+    """The user's row lock held by a CLI session for the block (tests/pylib/mariadb.py)."""
+    return stack.db.user_row_held(stack.database, user_id)
 
 
 def worker_and_user(stack, **pool):

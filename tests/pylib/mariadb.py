@@ -6,6 +6,7 @@
     db.create_database("t1")  # a fresh database the application user may use
     db.set_global("wait_timeout", 2)
     db.kill_user_connections("sluice")
+    with db.user_row_held("t1", user_id): ...   # clipboard.create of that user waits
     db.restart()
     db.stop()
 
@@ -14,6 +15,7 @@ Statements run through the `mariadb` CLI as the local admin over the unix socket
 linking a driver. The application user's password is the one the script generated
 into <dir>/app-password (`db.password`). Nothing here touches a system-wide server.
 """
+import contextlib
 import os
 import pwd
 import select
@@ -133,6 +135,22 @@ class MariaDB:
         """A long-lived `mariadb` CLI session (stdin pipe) as root, for holding locks:
         s = db.cli("t1"); s.send("BEGIN; SELECT ... FOR UPDATE;"); ...; s.close()."""
         return CliSession(self, database)
+
+    @contextlib.contextmanager
+    def user_row_held(self, database, user_id):
+        """A CLI session holding the user's row lock for the block: clipboard.create
+        for that user (its seq trigger needs the lock) waits on it until the block
+        ends and the session commits."""
+        s = self.cli(database)
+        try:
+            s.run("BEGIN; SELECT id FROM users WHERE id = %d FOR UPDATE;" % int(user_id))
+            yield s
+        finally:
+            # an open transaction would block a DROP DATABASE
+            try:
+                s.run("COMMIT;")
+            finally:
+                s.close()
 
     def create_database(self, name):
         self.sql("DROP DATABASE IF EXISTS `%s`; CREATE DATABASE `%s` CHARACTER SET utf8mb4; "

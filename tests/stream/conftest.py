@@ -9,6 +9,8 @@ so both suites start the system the same way.
 import importlib.util
 import json
 import os
+import select
+import socket
 import tempfile
 import threading
 import time
@@ -136,11 +138,17 @@ def chat(stack):
 
 class FakeOpenAI:
     """An OpenAI-compatible /v1/chat/completions on 127.0.0.1 whose behaviour is
-    chosen by the last user message: "mode:<name> ...". Requests are recorded."""
+    chosen by the last user message: "mode:<name> ...". Requests are recorded, and
+    so is a client (libcurl) that closes a stream before its end: .hangups holds the
+    number of words each such stream had sent, and .hung_up is set at the first."""
+
+    SLOW_WORDS = 300
 
     def __init__(self):
         self.requests = []
         self.release = threading.Event()  # lets a stalled answer end
+        self.hangups = []
+        self.hung_up = threading.Event()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -217,12 +225,34 @@ class FakeOpenAI:
         self._event(h, self._chunk(None, "stop"))
         self._event(h, "[DONE]")
 
+    @staticmethod
+    def _peer_closed(h, wait_s):
+        """Waits up to wait_s for the client to send something; True when what it
+        sent is the end of the connection (it closed it)."""
+        ready, _, _ = select.select([h.connection], [], [], wait_s)
+        if not ready:
+            return False
+        try:
+            return h.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
     def _slow(self, h, body):
-        """Twenty words 100 ms apart."""
+        """Words 100 ms apart, up to SLOW_WORDS (30 s of them): a stream that only
+        ends early if the client hangs up, which is recorded (see .hangups)."""
         self._start_stream(h)
-        for i in range(20):
-            self._event(h, self._chunk(("w%d" % i) if i == 0 else (" w%d" % i)))
-            time.sleep(0.1)
+        for i in range(self.SLOW_WORDS):
+            try:
+                self._event(h, self._chunk(("w%d" % i) if i == 0 else (" w%d" % i)))
+            except OSError:  # reset by the client between the checks
+                closed = True
+            else:
+                closed = self._peer_closed(h, 0.1)
+            if closed:
+                self.hangups.append(i + 1)
+                self.hung_up.set()
+                h.close_connection = True
+                return
         self._event(h, "[DONE]")
 
     def _stall(self, h, body):

@@ -113,6 +113,9 @@ def test_unreachable_provider(chat):
 
 
 def test_cancel_stops_the_provider(openai_chat):
+    """A cancel ends the provider's stream too: the fake provider sees libcurl close
+    the connection while it still had words to send (it sends 300, 100 ms apart,
+    and would otherwise go on for 30 s), and the message keeps what came before."""
     ch = openai_chat
     c = ch.client
     rid = generate(c, ch.user, ch.conversation, "mode:slow go")
@@ -124,8 +127,13 @@ def test_cancel_stops_the_provider(openai_chat):
             aid = body["data"]["assistant_message_id"]
         else:
             texts.append(body["data"]["text"])
+    assert not ch.fake.hung_up.is_set(), "the provider's stream was closed before the cancel"
     c.cancel(rid)
     assert c.wait_reply(rid, timeout=10)["status"] == 499
+    # the provider saw the hang-up; it was not left to generate to the end
+    assert ch.fake.hung_up.wait(20), "the provider never saw the client close its stream"
+    assert len(ch.fake.hangups) == 1 and 3 <= ch.fake.hangups[0] < ch.fake.SLOW_WORDS, \
+        ch.fake.hangups
     m = wait_message(c, ch.user, ch.conversation, aid, lambda m: m["status"] != "streaming")
     assert m["status"] == "cancelled" and m["content"].startswith("".join(texts))
-    assert len(m["content"].split()) < 20
+    assert len(m["content"].split()) <= ch.fake.hangups[0]

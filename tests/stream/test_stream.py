@@ -114,15 +114,22 @@ def test_bad_requests_get_clear_errors(chat):
 
 
 def test_deadline_fails_the_stream(chat):
+    """The deadline passes mid-stream: 504, and the message is stored failed with
+    what it had. Order, not time, says it was mid-stream: the message event and a
+    first delta came before the 504 (the 4 s deadline is far inside the 20 s the
+    answer would take, and far past what starting it takes on a busy machine)."""
     c = chat.client
     start_streamworker(chat.stack, token_delay_ms=100)
     wait_service(c, "chat")
-    rid = generate(c, chat.user, chat.conversation, " ".join(["d"] * 100), deadline_ms=700)
-    reply = c.wait_reply(rid, timeout=10)
-    assert reply["status"] == 504, reply
-    aid = c.partials[0]["data"]["assistant_message_id"]
+    words = " ".join(["d"] * 200)
+    rid, aid = begin_stream(c, chat.user, chat.conversation, words, deadline_ms=4000)
+    cmd, r, body = c.recv(timeout=10)
+    assert cmd == smp.PARTIAL and r == rid and body["data"]["event"] == "delta", body
+    reply = c.wait_reply(rid, timeout=20)
+    assert reply["status"] == 504 and reply["error"]["code"] == "timeout", reply
     m = wait_message(c, chat.user, chat.conversation, aid, lambda m: m["status"] != "streaming")
     assert m["status"] == "failed" and m["error"].startswith("timeout:"), m
+    assert words.startswith(m["content"]) and m["content"] != words, m
 
 
 def test_sigterm_lets_running_streams_complete(chat):
