@@ -72,4 +72,25 @@ bool config_bool(const config_t *self, const char *name);
 
 void config_destroy(config_t **self_p);
 
+/*  Checks that a program makes before it makes any socket or connection, so that a
+    bad setting is reported as such (exit 2), never as what it later breaks. Each
+    returns 0, or -1 with a reason naming the setting in why. */
+
+/* The integer setting name is within [min, max]. */
+int config_check_int(const config_t *self, const char *name, int64_t min, int64_t max, char *why,
+                     size_t why_size);
+
+typedef struct {
+    const char *name;
+    int64_t min, max;
+} config_range_t;
+
+/* config_check_int for each of ranges (terminated by a {NULL} entry), the first bad one. */
+int config_check_ints(const config_t *self, const config_range_t *ranges, char *why,
+                      size_t why_size);
+
+/* The string setting name is a comma-separated list of one or more ZeroMQ
+   endpoints (transport://address; a tcp one ends in :port). */
+int config_check_endpoints(const config_t *self, const char *name, char *why, size_t why_size);
+
 #endif

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "curve.h"
 #include "slog.h"
+#include "smp.h"
 
 #include <curl/curl.h>
 #include <inttypes.h>
@@ -153,6 +154,16 @@ static bool s_settings(const config_t *config, chat_settings_t *s, char *name, s
     }
     s->worker_name = name;
     s->service = config_str(config, "service");
+    char why[600];
+    if (!*s->service || strlen(s->service) > SMP_SERVICE_MAX) {
+        fprintf(stderr, "sluice-streamworker: service must be 1-%d bytes\n", SMP_SERVICE_MAX);
+        return false;
+    }
+    if (config_check_endpoints(config, "backend", why, sizeof why) != 0 ||
+        config_check_endpoints(config, "frontend", why, sizeof why) != 0) {
+        fprintf(stderr, "sluice-streamworker: %s\n", why);
+        return false;
+    }
     s->backend = config_str(config, "backend");
     s->frontend = config_str(config, "frontend");
     s->journal_dir = config_str(config, "journal_dir");
