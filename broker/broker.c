@@ -71,8 +71,9 @@ static int s_curve_check(const broker_config_t *cfg, curve_t *curve, char *why, 
     if (!cert && !allow)
         return 0;
     if (!allow) {
-        snprintf(why, why_size, "curve_cert is set but curve_allow (the folder of allowed public "
-                                "certificates) is not");
+        snprintf(why, why_size,
+                 "curve_cert is set but curve_allow (the folder of allowed public "
+                 "certificates) is not");
         return -1;
     }
     if (!cert) {

@@ -20,11 +20,11 @@ typedef struct broker_t broker_t;
 typedef void(broker_reload_fn)(void *arg, broker_t *broker);
 
 typedef struct {
-    const char *frontend;   /* ROUTER bind endpoint for clients */
-    const char *backend;    /* ROUTER bind endpoint for workers */
-    const char *events_in;  /* XSUB bind endpoint for publishers */
-    const char *events_out; /* XPUB bind endpoint for subscribers */
-    int64_t drain_ms;       /* on shutdown, how long to wait for in-flight replies */
+    const char *frontend;    /* ROUTER bind endpoint for clients */
+    const char *backend;     /* ROUTER bind endpoint for workers */
+    const char *events_in;   /* XSUB bind endpoint for publishers */
+    const char *events_out;  /* XPUB bind endpoint for subscribers */
+    int64_t drain_ms;        /* on shutdown, how long to wait for in-flight replies */
     const char *curve_cert;  /* CurveZMQ key pair (curve.h); NULL or "": plain TCP */
     const char *curve_allow; /* folder of the public certificates of allowed peers */
     router_config_t router;

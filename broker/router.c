@@ -1096,7 +1096,8 @@ router_t *router_new(const router_config_t *cfg, zsock_t *frontend, zsock_t *bac
     zhashx_set_key_hasher(self->in_flight, request_route_hash);
     zhashx_set_key_comparator(self->in_flight, request_route_compare);
     zhashx_set_destructor(self->queue_max, s_free_size);
-    if (cfg->service_queue_max && s_parse_queue_max(self->queue_max, cfg->service_queue_max, reason)) {
+    if (cfg->service_queue_max &&
+        s_parse_queue_max(self->queue_max, cfg->service_queue_max, reason)) {
         router_destroy(&self);
         return NULL;
     }

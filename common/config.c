@@ -455,9 +455,8 @@ int config_check_ints(const config_t *self, const config_range_t *ranges, char *
    connect or bind, said before any socket exists. */
 static bool s_endpoint_ok(const char *ep, size_t len)
 {
-    static const char *const transports[] = {"tcp://", "ipc://", "inproc://", "ws://",
-                                             "wss://", "pgm://", "epgm://", "tipc://",
-                                             "vmci://", NULL};
+    static const char *const transports[] = {"tcp://", "ipc://",  "inproc://", "ws://",   "wss://",
+                                             "pgm://", "epgm://", "tipc://",   "vmci://", NULL};
     for (size_t i = 0; transports[i]; i++) {
         size_t t = strlen(transports[i]);
         if (len <= t || strncmp(ep, transports[i], t) != 0)

@@ -16,7 +16,7 @@
 typedef enum { CONFIG_STR, CONFIG_INT, CONFIG_BOOL } config_type_t;
 
 typedef struct {
-    const char *name;          /* snake_case */
+    const char *name; /* snake_case */
     config_type_t type;
     const char *default_value; /* as text; NULL means empty string */
     const char *help;          /* one line for --help */

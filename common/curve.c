@@ -49,13 +49,15 @@ int curve_load(curve_t *self, const char *cert_path, const char *server_cert_pat
         return -1;
     }
     if (s_empty(cert_path)) {
-        snprintf(why, why_size, "curve_broker_cert is set but curve_cert (this process's own key "
-                                "pair) is not");
+        snprintf(why, why_size,
+                 "curve_broker_cert is set but curve_cert (this process's own key "
+                 "pair) is not");
         return -1;
     }
     if (!server && s_empty(server_cert_path)) {
-        snprintf(why, why_size, "curve_cert is set but curve_broker_cert (the broker's public "
-                                "certificate) is not");
+        snprintf(why, why_size,
+                 "curve_cert is set but curve_broker_cert (the broker's public "
+                 "certificate) is not");
         return -1;
     }
     zcert_t *own = s_load(cert_path, true, why, why_size);
@@ -172,8 +174,8 @@ bool curve_changed(const curve_t *running, const char *cert_path, const char *se
     return changed;
 }
 
-void curve_reload_note(const curve_t *running, const char *cert_path,
-                       const char *server_cert_path, bool server, const char *who)
+void curve_reload_note(const curve_t *running, const char *cert_path, const char *server_cert_path,
+                       bool server, const char *who)
 {
     char what[700];
     if (curve_changed(running, cert_path, server_cert_path, server, what, sizeof what))

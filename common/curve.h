@@ -55,14 +55,16 @@ bool curve_changed(const curve_t *running, const char *cert_path, const char *se
 
 /* curve_changed, and when true one WARN line (prefixed with who) saying that the
    keys in use stay until a restart. */
-void curve_reload_note(const curve_t *running, const char *cert_path,
-                       const char *server_cert_path, bool server, const char *who);
+void curve_reload_note(const curve_t *running, const char *cert_path, const char *server_cert_path,
+                       bool server, const char *who);
 
 /* The two settings of every client and worker program, for its option table. */
-#define CURVE_CLIENT_OPTIONS                                                                    \
-    {"curve_cert", CONFIG_STR, "",                                                              \
-     "CurveZMQ: this process's key pair (sluicectl keygen PATH); empty: plain TCP"},            \
-        {"curve_broker_cert", CONFIG_STR, "",                                                   \
-         "CurveZMQ: the brokers' public certificate (needed with curve_cert)"}
+#define CURVE_CLIENT_OPTIONS                                                                       \
+    {"curve_cert", CONFIG_STR, "",                                                                 \
+     "CurveZMQ: this process's key pair (sluicectl keygen PATH); empty: plain TCP"},               \
+    {                                                                                              \
+        "curve_broker_cert", CONFIG_STR, "",                                                       \
+            "CurveZMQ: the brokers' public certificate (needed with curve_cert)"                   \
+    }
 
 #endif

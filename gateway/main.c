@@ -408,6 +408,8 @@ static void s_on_hup(uv_signal_t *handle, int signum)
     if (config_reload_apply(m->config, m->applied ? m->applied : m->config,
                             "gateway: ", s_reloadable, s_apply_limits, &m->gw, &fresh) != 0)
         return;
+    curve_reload_note(&m->curve, config_str(fresh, "curve_cert"),
+                      config_str(fresh, "curve_broker_cert"), false, "gateway: ");
     config_destroy(&m->applied);
     m->applied = fresh;
 }

@@ -99,6 +99,7 @@ typedef struct {
     worker_t *worker;
     int sigfd;
     bool stopping;
+    const curve_t *curve; /* the keys in use; a new pair needs a restart */
 } s_ctx_t;
 
 /* Splits a comma-separated list into out (pointers into the copy *buf). */
@@ -173,6 +174,8 @@ static void s_reload(s_ctx_t *ctx)
     if (config_reload_apply(ctx->config, ctx->applied ? ctx->applied : ctx->config,
                             "db: ", s_reloadable, s_apply_pool, ctx, &fresh) != 0)
         return;
+    curve_reload_note(ctx->curve, config_str(fresh, "curve_cert"),
+                      config_str(fresh, "curve_broker_cert"), false, "db: ");
     config_destroy(&ctx->applied);
     ctx->applied = fresh;
 }
@@ -358,7 +361,7 @@ int main(int argc, char **argv)
     }
     mysql_library_init(0, NULL, NULL);
 
-    s_ctx_t ctx = {.config = config};
+    s_ctx_t ctx = {.config = config, .curve = &curve};
     ctx.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     const char *name = config_str(config, "worker_name");
     if (name && *name) {

@@ -77,6 +77,7 @@ typedef struct {
     const config_t *config; /* as started: the settings point into it */
     config_t *applied;      /* the last configuration a SIGHUP applied; NULL: config */
     bool draining;
+    const curve_t *curve; /* the keys in use; a new pair needs a restart */
 } s_ctx_t;
 
 /* What a SIGHUP applies; every other setting needs a restart. */
@@ -106,6 +107,8 @@ static void s_reload(s_ctx_t *ctx)
     if (config_reload_apply(ctx->config, ctx->applied ? ctx->applied : ctx->config, "",
                             s_reloadable, s_apply_max_streams, ctx, &fresh) != 0)
         return;
+    curve_reload_note(ctx->curve, config_str(fresh, "curve_cert"),
+                      config_str(fresh, "curve_broker_cert"), false, "");
     config_destroy(&ctx->applied);
     ctx->applied = fresh;
 }
@@ -267,7 +270,7 @@ int main(int argc, char **argv)
     zloop_t *loop = zloop_new();
     char why[512] = "";
     chat_t *chat = chat_new(loop, &settings, why, sizeof why);
-    s_ctx_t ctx = {.chat = chat, .config = config};
+    s_ctx_t ctx = {.chat = chat, .config = config, .curve = &curve};
     zmq_pollitem_t sig = {NULL, sfd, ZMQ_POLLIN, 0};
     rc = 1;
     if (!chat) {
