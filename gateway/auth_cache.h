@@ -7,6 +7,11 @@
     nothing. A device.revoked event turns the device's entries into refusals at
     once. Each accepted entry holds an event subscription for its user, so that
     event reaches this gateway even when the user has no WebSocket here.
+
+    A check that races a revocation (read before the revoke's commit, answered
+    after its event) never makes a revoked token valid here: such an answer is
+    refused, or asked again once the user's events are sure to reach this gateway
+    (auth_cache.c says how).
 */
 #ifndef SLUICE_GATEWAY_AUTH_CACHE_H
 #define SLUICE_GATEWAY_AUTH_CACHE_H
@@ -47,7 +52,7 @@ typedef struct {
     uint32_t deadline_ms; /* of auth.verify */
 } auth_cache_config_t;
 
-auth_cache_t *auth_cache_new(upstream_t *upstream, events_t *events,
+auth_cache_t *auth_cache_new(uv_loop_t *loop, upstream_t *upstream, events_t *events,
                              const auth_cache_config_t *config);
 void auth_cache_destroy(auth_cache_t **self_p);
 

@@ -614,7 +614,7 @@ int main(int argc, char **argv)
     auth_cache_config_t acfg = {gw->cfg.auth_cache_ms, gw->cfg.auth_negative_ms,
                                 gw->cfg.auth_cache_max, gw->cfg.internal_deadline_ms};
     if (gw->upstream && gw->events)
-        gw->auth = auth_cache_new(gw->upstream, gw->events, &acfg);
+        gw->auth = auth_cache_new(gw->loop, gw->upstream, gw->events, &acfg);
     if (gw->auth)
         gw->notify = notify_new(gw);
     if (!gw->static_files || !gw->notify || !gw->throttle || !gw->health || !gw->logins ||
