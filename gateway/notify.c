@@ -670,10 +670,10 @@ static void s_hello(notify_conn_t *c)
 
 /* ---- re-verification ----------------------------------------------------------------- */
 
-/*  A device.revoked event closes the device's sockets, but an event can be missed:
-    a token check that raced the revoke (read before its commit, answered after
-    its event), a subscription not yet settled when the event was published, or a
-    subscriber's queue overflowing. So every ws_reverify_s each user with sockets
+/*  A device.revoked event closes the device's sockets, but an event can be lost
+    (a subscriber's queue overflowing); a token check that raced the revoke is
+    caught by the token cache itself (auth_cache.c). So every ws_reverify_s each
+    user with sockets
     here is checked with one device.list (its devices not revoked), and the sockets
     of a device not in it are closed as if the event had come. One op per user per
     period, not one per socket; it waits for a turn of ws_db_max like the rest. */

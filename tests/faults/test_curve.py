@@ -50,21 +50,26 @@ def client_settings(keys, kind):
     return {"curve_cert": keys[kind], "curve_broker_cert": keys["broker"]}
 
 
-def no_reply(client, timeout=2.0):
-    """True when a db.ping from client gets no answer. A DEALER whose handshake the
-    broker refused has no connection to queue on: its send would block, so it is
-    made non-blocking, and refused (zmq.Again) also counts as nothing got through."""
+def answered(client, service, op, timeout):
+    """The reply to one request from client, or None when none came. A DEALER whose
+    handshake the broker refused has no connection to queue on: its send would
+    block, so it is made non-blocking, and refused (zmq.Again) counts as no reply."""
+    rid = b"probe-" + op.encode()
     try:
-        client.sock.send_multipart([b"", smp.PROTO, smp.REQUEST, b"db", b"refused-1",
-                                    smp.u32(1000), smp.pack({"op": "db.ping", "args": {}})],
+        client.sock.send_multipart([b"", smp.PROTO, smp.REQUEST, service.encode(), rid,
+                                    smp.u32(1000), smp.pack({"op": op, "args": {}})],
                                    flags=zmq.NOBLOCK)
     except zmq.Again:
-        return True
+        return None
     try:
-        client.wait_reply(b"refused-1", timeout=timeout)
+        return client.wait_reply(rid, timeout=timeout)
     except TimeoutError:
-        return True
-    return False
+        return None
+
+
+def no_reply(client, timeout=2.0):
+    """True when a db.ping from client gets no answer."""
+    return answered(client, "db", "db.ping", timeout) is None
 
 
 def test_curve_only_listed_keys_get_in(mariadb, database, keys):
@@ -200,16 +205,8 @@ def sys_answers(frontend, keys, kind, timeout=3.0):
     answer (the broker answers it itself: no worker needed)."""
     c = smp.Client(frontend, curve=(keys[kind], keys["broker"]))
     try:
-        try:
-            c.sock.send_multipart([b"", smp.PROTO, smp.REQUEST, b"sys", b"probe-1",
-                                   smp.u32(2000), smp.pack({"op": "status", "args": {}})],
-                                  flags=zmq.NOBLOCK)
-        except zmq.Again:
-            return False
-        try:
-            return c.wait_reply(b"probe-1", timeout=timeout)["status"] == 200
-        except TimeoutError:
-            return False
+        reply = answered(c, "sys", "status", timeout)
+        return reply is not None and reply["status"] == 200
     finally:
         c.close()
 
