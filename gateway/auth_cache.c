@@ -16,9 +16,12 @@
       event. Its "valid" answer subscribes, waits for the subscription to settle
       (subscribe_settle_ms) and asks once more; that second answer is final,
       because any revoke committed after its read reaches us as an event. The
-      waiters get only the final answer. Cost: the first request of a user with
-      nothing else at this gateway waits one settle period and a second
-      auth.verify.
+      waiters for a socket get only the final answer; the one request whose
+      check it was takes the first answer at once (it was under way while the
+      revoke was: either order is true). Whoever joined the check (it may have
+      come after the revoke) waits for the final answer. Cost: other requests of
+      such a user within one settle period of the first wait for the rest of it,
+      and a second auth.verify.
 */
 #include "auth_cache.h"
 #include "clock.h"
@@ -42,6 +45,7 @@ typedef struct s_entry_t s_entry_t;
 struct auth_wait_t {
     auth_fn *fn;
     void *arg;
+    auth_for_t for_;  /* AUTH_FOR_REQUEST: takes the first "valid" answer */
     s_entry_t *entry; /* while pending; NULL once the answer is being delivered */
     bool cancelled;   /* cancelled while its answer was being delivered */
     auth_wait_t *next;
@@ -319,6 +323,20 @@ static void s_confirm_tick(uv_timer_t *timer)
     }
 }
 
+/* Splits waiters: those for one request into *requests, the others returned. */
+static auth_wait_t *s_take_requests(auth_wait_t *waiters, auth_wait_t **requests)
+{
+    auth_wait_t *rest = NULL, *taken = NULL;
+    for (auth_wait_t *w = waiters, *next; w; w = next) {
+        next = w->next;
+        auth_wait_t **list = w->for_ == AUTH_FOR_REQUEST ? &taken : &rest;
+        w->next = *list;
+        *list = w;
+    }
+    *requests = taken;
+    return rest;
+}
+
 static void s_on_verify(void *arg, bool final, int status, const msgpack_object *body)
 {
     s_entry_t *e = arg;
@@ -340,7 +358,11 @@ static void s_on_verify(void *arg, bool final, int status, const msgpack_object 
             valid = false;
             break;
         case S_ASK_AGAIN:
-            e->waiters = waiters; /* they wait on for the answer that counts */
+            e->waiters = s_take_requests(waiters, &waiters); /* sockets wait on */
+            answer.result = AUTH_OK;
+            answer.user_id = user;
+            answer.device_id = device;
+            s_deliver(waiters, &answer);
             return;
         case S_FINAL:
             break;
@@ -379,12 +401,13 @@ static void s_on_verify(void *arg, bool final, int status, const msgpack_object 
     s_fail(self, e, waiters, status);
 }
 
-auth_wait_t *auth_cache_verify(auth_cache_t *self, const char *token, size_t len, auth_fn *fn,
-                               void *arg)
+auth_wait_t *auth_cache_verify(auth_cache_t *self, const char *token, size_t len, auth_for_t for_,
+                               auth_fn *fn, void *arg)
 {
     char key[S_KEY_SIZE];
     s_key(token, len, key);
     s_entry_t *e = zhashx_lookup(self->entries, key);
+    bool created = false;
     if (e && e->state != S_PENDING) {
         zhashx_delete(self->entries, key); /* expired: ask again */
         e = NULL;
@@ -411,10 +434,13 @@ auth_wait_t *auth_cache_verify(auth_cache_t *self, const char *token, size_t len
             return NULL;
         }
         zhashx_insert(self->entries, e->key, e);
+        created = true;
     }
     auth_wait_t *w = calloc(1, sizeof *w);
     w->fn = fn;
     w->arg = arg;
+    /* only the request that asked: one that joins may have come after the revoke */
+    w->for_ = created ? for_ : AUTH_FOR_SOCKET;
     w->entry = e;
     w->next = e->waiters;
     e->waiters = w;

@@ -968,7 +968,8 @@ int notify_on_confirm(gw_t *gw, struct lws *wsi)
         /* plain HTTP: only a later request of a keep-alive connection gets here,
            which clients do not send; it is refused with 503 and the token is
            checked meanwhile, so that the retry finds it cached */
-        auth_wait_t *w = auth_cache_verify(gw->auth, token, token_len, s_ignore_auth, NULL);
+        auth_wait_t *w =
+            auth_cache_verify(gw->auth, token, token_len, AUTH_FOR_SOCKET, s_ignore_auth, NULL);
         (void)w; /* it completes on its own; nothing waits on it */
         return s_refuse(gw, wsi, 503, "unavailable",
                         "open the WebSocket on a new connection, or retry shortly");
@@ -1084,7 +1085,8 @@ int notify_on_open(gw_t *gw, struct lws *wsi, notify_conn_t **conn_p)
         self->authing->prev = c;
     self->authing = c;
     if (r == AUTH_MISS) {
-        c->auth_wait = auth_cache_verify(gw->auth, pa.token, len, s_on_open_auth, c);
+        c->auth_wait =
+            auth_cache_verify(gw->auth, pa.token, len, AUTH_FOR_SOCKET, s_on_open_auth, c);
         if (!c->auth_wait) {
             s_authing_unlink(c);
             s_close(c, S_CLOSE_TRY_AGAIN, "no broker is reachable; try again");
