@@ -32,8 +32,10 @@ struct broker_t {
     zactor_t *auth;      /* zauth: the ZAP handler that checks peers' keys */
     router_t *router;
     wire_t *wire;  /* receive buffer shared by both ROUTER sockets */
-    int signal_fd; /* SIGTERM/SIGINT, read in the loop: no handler, no global flag */
+    int signal_fd; /* SIGTERM/SIGINT/SIGHUP, read in the loop: no handler, no global flag */
     int64_t drain_ms;
+    broker_reload_fn *on_reload; /* SIGHUP, run on the loop (NULL: SIGHUP ignored) */
+    void *reload_arg;
 };
 
 static zsock_t *s_bind(const curve_t *curve, int type, const char *endpoint, const char *what)
@@ -60,43 +62,94 @@ static zsock_t *s_bind(const curve_t *curve, int type, const char *endpoint, con
     return sock;
 }
 
+/*  The CurveZMQ settings: both or neither, a readable key pair, a folder. Fills
+    curve (disabled when CurveZMQ is off). */
+static int s_curve_check(const broker_config_t *cfg, curve_t *curve, char *why, size_t why_size)
+{
+    memset(curve, 0, sizeof *curve);
+    bool cert = cfg->curve_cert && *cfg->curve_cert, allow = cfg->curve_allow && *cfg->curve_allow;
+    if (!cert && !allow)
+        return 0;
+    if (!allow) {
+        snprintf(why, why_size,
+                 "curve_cert is set but curve_allow (the folder of allowed public "
+                 "certificates) is not");
+        return -1;
+    }
+    if (!cert) {
+        snprintf(why, why_size, "curve_allow is set but curve_cert (the broker's key pair) is not");
+        return -1;
+    }
+    char reason[512];
+    if (curve_load(curve, cfg->curve_cert, NULL, true, reason, sizeof reason) != 0) {
+        snprintf(why, why_size, "curve_cert: %s", reason);
+        return -1;
+    }
+    return curve_allow_check(cfg->curve_allow, why, why_size) < 0 ? -1 : 0;
+}
+
+int broker_check(const broker_config_t *cfg, char *why, size_t why_size)
+{
+    const char *reason = NULL;
+    curve_t curve;
+    if (cfg->drain_ms < 0 || cfg->drain_ms > 3600000) {
+        snprintf(why, why_size, "drain_ms must be 0-3600000, got %lld", (long long)cfg->drain_ms);
+        return -1;
+    }
+    if (router_config_check(&cfg->router, &reason) != 0) {
+        snprintf(why, why_size, "%s", reason);
+        return -1;
+    }
+    return s_curve_check(cfg, &curve, why, why_size);
+}
+
 /*  CurveZMQ, when curve_cert is set: every socket is a CURVE server, and zauth (a
     czmq actor answering ZAP in this process's ZeroMQ context) lets in only the
     public keys whose certificates are in curve_allow. A peer with another key, or
     none, never gets a connection: its messages never reach the broker. */
 static int s_curve_start(broker_t *self, const broker_config_t *cfg)
 {
-    bool want = (cfg->curve_cert && *cfg->curve_cert) || (cfg->curve_allow && *cfg->curve_allow);
-    if (!want)
-        return 0;
-    char why[512];
-    if (!cfg->curve_allow || !*cfg->curve_allow) {
-        slog_error("curve_cert is set but curve_allow (the folder of allowed public "
-                   "certificates) is not");
-        return -1;
-    }
-    if (curve_load(&self->curve, cfg->curve_cert, NULL, true, why, sizeof why) != 0) {
+    char why[600];
+    if (s_curve_check(cfg, &self->curve, why, sizeof why) != 0) {
         slog_error("CurveZMQ: %s", why);
         return -1;
     }
-    if (!self->curve.enabled) {
-        slog_error("curve_allow is set but curve_cert (the broker's key pair) is not");
-        return -1;
-    }
-    struct stat st;
-    if (stat(cfg->curve_allow, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        slog_error("curve_allow %s is not a folder", cfg->curve_allow);
-        return -1;
-    }
+    if (!self->curve.enabled)
+        return 0;
     self->auth = zactor_new(zauth, NULL);
-    if (!self->auth || zstr_sendx(self->auth, "CURVE", cfg->curve_allow, NULL) != 0 ||
-        zsock_wait(self->auth) != 0) {
-        slog_error("cannot start the CurveZMQ authenticator");
+    int keys = self->auth ? broker_curve_allow(self, cfg->curve_allow, why, sizeof why) : -1;
+    if (keys < 0) {
+        slog_error("cannot start the CurveZMQ authenticator: %s", self->auth ? why : "no memory");
         return -1;
     }
-    slog_info("CurveZMQ on: broker public key %s; peers allowed from %s", self->curve.public_txt,
-              cfg->curve_allow);
+    slog_info("CurveZMQ on: broker public key %s; %d peer key(s) allowed from %s",
+              self->curve.public_txt, keys, cfg->curve_allow);
+    if (keys == 0)
+        slog_warn("CurveZMQ: curve_allow %s holds no public certificate: no peer can connect",
+                  cfg->curve_allow);
     return 0;
+}
+
+const curve_t *broker_curve(const broker_t *self)
+{
+    return &self->curve;
+}
+
+int broker_curve_allow(broker_t *self, const char *folder, char *why, size_t why_size)
+{
+    if (!self->auth) {
+        snprintf(why, why_size, "curve_allow: CurveZMQ is off here; turning it on needs a restart");
+        return -1;
+    }
+    int keys = curve_allow_check(folder, why, why_size);
+    if (keys < 0)
+        return -1;
+    /* zauth drops its certificate store and reads the folder anew */
+    if (zstr_sendx(self->auth, "CURVE", folder, NULL) != 0 || zsock_wait(self->auth) != 0) {
+        snprintf(why, why_size, "curve_allow: the authenticator did not answer");
+        return -1;
+    }
+    return keys;
 }
 
 broker_t *broker_new(const broker_config_t *cfg)
@@ -109,6 +162,7 @@ broker_t *broker_new(const broker_config_t *cfg)
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
     if (sigprocmask(SIG_BLOCK, &mask, NULL) != 0) {
         slog_error("cannot block signals: %s", strerror(errno));
         return NULL;
@@ -117,14 +171,17 @@ broker_t *broker_new(const broker_config_t *cfg)
     if (!self)
         return NULL;
     self->drain_ms = cfg->drain_ms;
+    self->on_reload = cfg->on_reload;
+    self->reload_arg = cfg->reload_arg;
     self->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     if (self->signal_fd < 0) {
         slog_error("cannot make a signalfd: %s", strerror(errno));
         broker_destroy(&self);
         return NULL;
     }
-    if (cfg->drain_ms < 0) {
-        slog_error("drain_ms must be 0 or more");
+    char why[600];
+    if (broker_check(cfg, why, sizeof why) != 0) {
+        slog_error("bad setting: %s", why);
         broker_destroy(&self);
         return NULL;
     }
@@ -193,12 +250,18 @@ static int s_drain(broker_t *self, zsock_t *sock, void (*handle)(router_t *, wir
     return i;
 }
 
-/* Returns how many signals were pending (0 if none). */
+/* Returns how many stop signals were pending (0 if none). A SIGHUP is handled
+   here, on the loop: the reload may touch what the loop owns (zauth's store). */
 static int s_signals(broker_t *self)
 {
     struct signalfd_siginfo info;
     int count = 0;
     while (read(self->signal_fd, &info, sizeof info) == (ssize_t)sizeof info) {
+        if (info.ssi_signo == SIGHUP) {
+            if (self->on_reload)
+                self->on_reload(self->reload_arg, self);
+            continue;
+        }
         slog_info("signal %s received", strsignal((int)info.ssi_signo));
         count++;
     }

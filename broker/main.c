@@ -1,18 +1,21 @@
 /*  main.c - sluice-broker: settings, then the broker loop. See docs/protocol.md.
 
-    SIGHUP: the settings are read again (config file, environment, flags) and
-    log_level applied; the others need a restart. The loop (broker.c) owns the
-    router, so the reload runs on a thread of its own here that waits for SIGHUP
-    and touches nothing but the log level (which slog keeps atomically).
+    Every setting is checked before the first socket is made (broker_check), so a
+    bad one is reported as such (exit 2) even when a port is taken.
+
+    SIGHUP: the settings are read again (config file, environment, flags);
+    log_level and curve_allow are applied (zauth reads the allowed keys anew), the
+    others need a restart. The broker's loop calls s_reload, so nothing here runs
+    beside the loop. A new key pair in curve_cert is not used until a restart
+    (curve_reload_note says so).
 */
 #include "broker.h"
 #include "config.h"
 #include "slog.h"
 #include "smp.h"
 
-#include <pthread.h>
-#include <signal.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 static const config_option_t s_options[] = {
@@ -36,33 +39,48 @@ static const config_option_t s_options[] = {
     {NULL, 0, NULL, NULL},
 };
 
-/* The reload thread's context; the thread owns applied. */
+/* What a SIGHUP applies; every other setting needs a restart. */
+static const char *const s_reloadable[] = {"curve_allow", "log_level", NULL};
+
+/* The broker's configurations. */
 typedef struct {
     const config_t *config; /* as started */
     config_t *applied;      /* the last configuration a SIGHUP applied; NULL: config */
-    bool stop;              /* set (atomically) before the thread is woken to end */
+    broker_t *broker;
 } s_reloader_t;
 
-/* One SIGHUP: all or nothing, one line saying what changed or why not. */
-static void s_reload(s_reloader_t *r)
+/* curve_allow, read anew whether or not its value changed: the reload is how an
+   operator says the folder's contents changed (config_reload_apply's apply). */
+static int s_apply(void *arg, const config_t *fresh, char *why, size_t why_size)
 {
+    s_reloader_t *r = arg;
+    const char *allow = config_str(fresh, "curve_allow");
+    if (!broker_curve(r->broker)->enabled) {
+        if (!*allow)
+            return 0;
+        snprintf(why, why_size, "curve_allow: CurveZMQ is off here; turning it on needs a restart");
+        return -1;
+    }
+    int keys = broker_curve_allow(r->broker, allow, why, why_size);
+    if (keys < 0)
+        return -1;
+    slog_info("reload (SIGHUP): CurveZMQ: %d peer key(s) allowed from %s", keys, allow);
+    curve_reload_note(broker_curve(r->broker), config_str(fresh, "curve_cert"), NULL, true, "");
+    return 0;
+}
+
+/* One SIGHUP, on the broker's loop: all or nothing, one line saying what changed
+   or why not. */
+static void s_reload(void *arg, broker_t *broker)
+{
+    s_reloader_t *r = arg;
+    r->broker = broker;
     config_t *fresh = NULL;
-    if (config_reload_log_level(r->config, r->applied ? r->applied : r->config, "", &fresh) != 0)
+    if (config_reload_apply(r->config, r->applied ? r->applied : r->config, "", s_reloadable,
+                            s_apply, r, &fresh) != 0)
         return;
     config_destroy(&r->applied);
     r->applied = fresh;
-}
-
-static void *s_reloader(void *arg)
-{
-    s_reloader_t *r = arg;
-    sigset_t hup;
-    sigemptyset(&hup);
-    sigaddset(&hup, SIGHUP);
-    int signo;
-    while (sigwait(&hup, &signo) == 0 && !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE))
-        s_reload(r);
-    return NULL;
 }
 
 int main(int argc, char **argv)
@@ -93,28 +111,24 @@ int main(int argc, char **argv)
                 .pool_service = config_str(config, "pool_service"),
             },
     };
-    /* Every thread made from here on (ZeroMQ's, the reloader) inherits this mask:
-       SIGHUP goes only to the reloader's sigwait, SIGTERM/SIGINT to the loop's
-       signalfd (broker_new). */
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGHUP);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &mask, NULL);
-    s_reloader_t reloader = {.config = config};
-    pthread_t thread;
-    if (pthread_create(&thread, NULL, s_reloader, &reloader) != 0) {
-        slog_error("cannot start the reload thread");
+    char why[600];
+    static const char *const endpoints[] = {"frontend", "backend", "events_in", "events_out"};
+    for (size_t i = 0; i < 4; i++)
+        if (config_check_endpoints(config, endpoints[i], why, sizeof why) != 0)
+            rc = -1;
+    if (rc != 0 || broker_check(&cfg, why, sizeof why) != 0) {
+        fprintf(stderr, "sluice-broker: %s\n", why);
         config_destroy(&config);
-        return 1;
+        return 2;
     }
+    s_reloader_t reloader = {.config = config};
+    cfg.on_reload = s_reload;
+    cfg.reload_arg = &reloader;
+    /* SIGTERM, SIGINT and SIGHUP reach the loop's signalfd (broker_new blocks them
+       before the first ZeroMQ thread exists) */
     broker_t *broker = broker_new(&cfg);
     rc = broker ? broker_run(broker) : 1;
     broker_destroy(&broker);
-    __atomic_store_n(&reloader.stop, true, __ATOMIC_RELEASE);
-    pthread_kill(thread, SIGHUP);
-    pthread_join(thread, NULL);
     config_destroy(&reloader.applied);
     config_destroy(&config);
     return rc;

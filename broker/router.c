@@ -995,8 +995,8 @@ void router_abort(router_t *self)
 
 /* ---------------------------------------------------------------- life */
 
-/* "db=2000,chat=100" -> queue_max table */
-static int s_parse_queue_max(router_t *self, const char *text, const char **reason)
+/* "db=2000,chat=100" -> table; table NULL: only checked */
+static int s_parse_queue_max(zhashx_t *table, const char *text, const char **reason)
 {
     *reason = "service_queue_max must be name=count[,name=count...] with counts 0-1000000";
     const char *p = text;
@@ -1017,12 +1017,14 @@ static int s_parse_queue_max(router_t *self, const char *text, const char **reas
         long long n = strtoll(eq + 1, &stop, 10);
         if (errno || stop != end || stop == eq + 1 || n < 0 || n > 1000000)
             return -1;
+        p = *end ? end + 1 : end;
+        if (!table)
+            continue;
         size_t *bound = malloc(sizeof *bound);
         if (!bound)
             return -1;
         *bound = (size_t)n;
-        zhashx_update(self->queue_max, name, bound);
-        p = *end ? end + 1 : end;
+        zhashx_update(table, name, bound);
     }
     return 0;
 }
@@ -1033,25 +1035,28 @@ static void s_free_size(void **item)
     *item = NULL;
 }
 
+int router_config_check(const router_config_t *cfg, const char **reason)
+{
+    if (cfg->heartbeat_ms < 10 || cfg->heartbeat_ms > 3600000)
+        *reason = "heartbeat_ms must be 10-3600000";
+    else if (cfg->liveness < 1 || cfg->liveness > 100)
+        *reason = "liveness must be 1-100";
+    else if (cfg->default_deadline_ms < 1 || cfg->default_deadline_ms > UINT32_MAX)
+        *reason = "default_deadline_ms must be 1-4294967295";
+    else if (cfg->queue_max > 1000000)
+        *reason = "queue_max must be 0-1000000";
+    else if (cfg->service_queue_max && s_parse_queue_max(NULL, cfg->service_queue_max, reason))
+        return -1;
+    else
+        return 0;
+    return -1;
+}
+
 router_t *router_new(const router_config_t *cfg, zsock_t *frontend, zsock_t *backend,
                      const char **reason)
 {
-    if (cfg->heartbeat_ms < 10 || cfg->heartbeat_ms > 3600000) {
-        *reason = "heartbeat_ms must be 10-3600000";
+    if (router_config_check(cfg, reason) != 0)
         return NULL;
-    }
-    if (cfg->liveness < 1 || cfg->liveness > 100) {
-        *reason = "liveness must be 1-100";
-        return NULL;
-    }
-    if (cfg->default_deadline_ms < 1 || cfg->default_deadline_ms > UINT32_MAX) {
-        *reason = "default_deadline_ms must be 1-4294967295";
-        return NULL;
-    }
-    if (cfg->queue_max > 1000000) {
-        *reason = "queue_max must be 0-1000000";
-        return NULL;
-    }
     router_t *self = calloc(1, sizeof *self);
     if (!self) {
         *reason = "out of memory";
@@ -1091,7 +1096,8 @@ router_t *router_new(const router_config_t *cfg, zsock_t *frontend, zsock_t *bac
     zhashx_set_key_hasher(self->in_flight, request_route_hash);
     zhashx_set_key_comparator(self->in_flight, request_route_compare);
     zhashx_set_destructor(self->queue_max, s_free_size);
-    if (cfg->service_queue_max && s_parse_queue_max(self, cfg->service_queue_max, reason)) {
+    if (cfg->service_queue_max &&
+        s_parse_queue_max(self->queue_max, cfg->service_queue_max, reason)) {
         router_destroy(&self);
         return NULL;
     }

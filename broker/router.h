@@ -28,7 +28,11 @@ typedef struct {
     const char *pool_service;      /* workers of this service report pools in `sys status` */
 } router_config_t;
 
-/*  Checks cfg (the per-service list included). Returns NULL with *reason set when a
+/* Checks cfg (the per-service list included): 0, or -1 with *reason naming the
+   setting out of range. Needs no socket, so a program checks before it binds. */
+int router_config_check(const router_config_t *cfg, const char **reason);
+
+/*  Checks cfg as router_config_check does. Returns NULL with *reason set when a
     value is out of range. */
 router_t *router_new(const router_config_t *cfg, zsock_t *frontend, zsock_t *backend,
                      const char **reason);

@@ -5,6 +5,7 @@
 #include <assert.h>
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -427,5 +428,80 @@ int config_reload_apply(const config_t *started, const config_t *current, const 
     slog_info("%sreload (SIGHUP): %s%s%s", who, used ? changed : "nothing to change",
               used_ignored ? "; needs a restart, ignored: " : "", ignored);
     *fresh_p = fresh;
+    return 0;
+}
+
+int config_check_int(const config_t *self, const char *name, int64_t min, int64_t max, char *why,
+                     size_t why_size)
+{
+    int64_t v = config_int(self, name);
+    if (v >= min && v <= max)
+        return 0;
+    snprintf(why, why_size, "%s must be %" PRId64 "-%" PRId64 ", got %" PRId64, name, min, max, v);
+    return -1;
+}
+
+int config_check_ints(const config_t *self, const config_range_t *ranges, char *why,
+                      size_t why_size)
+{
+    for (const config_range_t *r = ranges; r->name; r++)
+        if (config_check_int(self, r->name, r->min, r->max, why, why_size) != 0)
+            return -1;
+    return 0;
+}
+
+/* "tcp://host:port", "ipc://path", "inproc://name": the transport, then something,
+   and a tcp endpoint ends in :port (or :*). What libzmq itself would refuse at
+   connect or bind, said before any socket exists. */
+static bool s_endpoint_ok(const char *ep, size_t len)
+{
+    static const char *const transports[] = {"tcp://", "ipc://",  "inproc://", "ws://",   "wss://",
+                                             "pgm://", "epgm://", "tipc://",   "vmci://", NULL};
+    for (size_t i = 0; transports[i]; i++) {
+        size_t t = strlen(transports[i]);
+        if (len <= t || strncmp(ep, transports[i], t) != 0)
+            continue;
+        if (i > 0)
+            return true;
+        const char *colon = NULL;
+        for (const char *p = ep + t; p < ep + len; p++)
+            if (*p == ':')
+                colon = p;
+        if (!colon || colon == ep + t || colon + 1 == ep + len)
+            return false;
+        if (colon + 2 == ep + len && colon[1] == '*')
+            return true;
+        for (const char *p = colon + 1; p < ep + len; p++)
+            if (!isdigit((unsigned char)*p))
+                return false;
+        long port = strtol(colon + 1, NULL, 10);
+        return port > 0 && port <= 65535;
+    }
+    return false;
+}
+
+int config_check_endpoints(const config_t *self, const char *name, char *why, size_t why_size)
+{
+    const char *list = config_str(self, name);
+    size_t count = 0;
+    for (const char *p = list; *p;) {
+        while (*p == ',' || *p == ' ')
+            p++;
+        size_t len = strcspn(p, ", ");
+        if (!len)
+            break;
+        if (!s_endpoint_ok(p, len)) {
+            snprintf(why, why_size,
+                     "%s: '%.*s' is not a ZeroMQ endpoint (e.g. tcp://127.0.0.1:5550)", name,
+                     (int)(len > 200 ? 200 : len), p);
+            return -1;
+        }
+        count++;
+        p += len;
+    }
+    if (count == 0) {
+        snprintf(why, why_size, "%s must name at least one endpoint", name);
+        return -1;
+    }
     return 0;
 }

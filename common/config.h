@@ -16,7 +16,7 @@
 typedef enum { CONFIG_STR, CONFIG_INT, CONFIG_BOOL } config_type_t;
 
 typedef struct {
-    const char *name;          /* snake_case */
+    const char *name; /* snake_case */
     config_type_t type;
     const char *default_value; /* as text; NULL means empty string */
     const char *help;          /* one line for --help */
@@ -71,5 +71,26 @@ int64_t config_int(const config_t *self, const char *name);
 bool config_bool(const config_t *self, const char *name);
 
 void config_destroy(config_t **self_p);
+
+/*  Checks that a program makes before it makes any socket or connection, so that a
+    bad setting is reported as such (exit 2), never as what it later breaks. Each
+    returns 0, or -1 with a reason naming the setting in why. */
+
+/* The integer setting name is within [min, max]. */
+int config_check_int(const config_t *self, const char *name, int64_t min, int64_t max, char *why,
+                     size_t why_size);
+
+typedef struct {
+    const char *name;
+    int64_t min, max;
+} config_range_t;
+
+/* config_check_int for each of ranges (terminated by a {NULL} entry), the first bad one. */
+int config_check_ints(const config_t *self, const config_range_t *ranges, char *why,
+                      size_t why_size);
+
+/* The string setting name is a comma-separated list of one or more ZeroMQ
+   endpoints (transport://address; a tcp one ends in :port). */
+int config_check_endpoints(const config_t *self, const char *name, char *why, size_t why_size);
 
 #endif

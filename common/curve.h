@@ -40,11 +40,31 @@ int curve_apply_client(const curve_t *self, void *zmq_socket);
 /* Before bind (broker): this socket is a CURVE server; peers are checked by ZAP. */
 int curve_apply_server(const curve_t *self, void *zmq_socket);
 
+/*  The public certificates in folder that zauth would let in (every readable
+    certificate file but *_secret): their number, or -1 with why when folder is not
+    a readable folder. */
+int curve_allow_check(const char *folder, char *why, size_t why_size);
+
+/*  On SIGHUP: true when the files now named by cert_path and server_cert_path hold
+    other keys than running (or cannot be read, or would turn CurveZMQ on or off),
+    with what in what. A process's own keys are never swapped while it runs: its
+    sockets would have to be made anew (docs/security.md), so a change needs a
+    restart. */
+bool curve_changed(const curve_t *running, const char *cert_path, const char *server_cert_path,
+                   bool server, char *what, size_t what_size);
+
+/* curve_changed, and when true one WARN line (prefixed with who) saying that the
+   keys in use stay until a restart. */
+void curve_reload_note(const curve_t *running, const char *cert_path, const char *server_cert_path,
+                       bool server, const char *who);
+
 /* The two settings of every client and worker program, for its option table. */
-#define CURVE_CLIENT_OPTIONS                                                                    \
-    {"curve_cert", CONFIG_STR, "",                                                              \
-     "CurveZMQ: this process's key pair (sluicectl keygen PATH); empty: plain TCP"},            \
-        {"curve_broker_cert", CONFIG_STR, "",                                                   \
-         "CurveZMQ: the brokers' public certificate (needed with curve_cert)"}
+#define CURVE_CLIENT_OPTIONS                                                                       \
+    {"curve_cert", CONFIG_STR, "",                                                                 \
+     "CurveZMQ: this process's key pair (sluicectl keygen PATH); empty: plain TCP"},               \
+    {                                                                                              \
+        "curve_broker_cert", CONFIG_STR, "",                                                       \
+            "CurveZMQ: the brokers' public certificate (needed with curve_cert)"                   \
+    }
 
 #endif

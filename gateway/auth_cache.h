@@ -7,6 +7,11 @@
     nothing. A device.revoked event turns the device's entries into refusals at
     once. Each accepted entry holds an event subscription for its user, so that
     event reaches this gateway even when the user has no WebSocket here.
+
+    A check that races a revocation (read before the revoke's commit, answered
+    after its event) never makes a revoked token valid here: such an answer is
+    refused, or asked again once the user's events are sure to reach this gateway
+    (auth_cache.c says how).
 */
 #ifndef SLUICE_GATEWAY_AUTH_CACHE_H
 #define SLUICE_GATEWAY_AUTH_CACHE_H
@@ -47,7 +52,7 @@ typedef struct {
     uint32_t deadline_ms; /* of auth.verify */
 } auth_cache_config_t;
 
-auth_cache_t *auth_cache_new(upstream_t *upstream, events_t *events,
+auth_cache_t *auth_cache_new(uv_loop_t *loop, upstream_t *upstream, events_t *events,
                              const auth_cache_config_t *config);
 void auth_cache_destroy(auth_cache_t **self_p);
 
@@ -55,11 +60,17 @@ void auth_cache_destroy(auth_cache_t **self_p);
 auth_result_t auth_cache_lookup(auth_cache_t *self, const char *token, size_t len, int64_t *user_id,
                                 int64_t *device_id);
 
+/*  What an answer admits. A request is one act that started before the answer:
+    when the first "valid" answer has to be confirmed (auth_cache.c), the request
+    whose check it was takes it at once, as it would have had the revoke come a
+    moment later. A socket lives on: it gets only the final answer. */
+typedef enum { AUTH_FOR_REQUEST, AUTH_FOR_SOCKET } auth_for_t;
+
 /*  Asks (or joins the question already asked) and calls fn once with the answer.
     Returns the wait, or NULL when auth.verify could not be sent: the caller
     answers 503 itself. Call only after auth_cache_lookup said AUTH_MISS. */
-auth_wait_t *auth_cache_verify(auth_cache_t *self, const char *token, size_t len, auth_fn *fn,
-                               void *arg);
+auth_wait_t *auth_cache_verify(auth_cache_t *self, const char *token, size_t len, auth_for_t for_,
+                               auth_fn *fn, void *arg);
 
 /* No callback will come for this wait. Sets *wait_p to NULL. */
 void auth_cache_cancel(auth_cache_t *self, auth_wait_t **wait_p);

@@ -786,7 +786,7 @@ static void s_start(http_req_t *req)
         req->www_authenticate = true;
         s_error(req, 401, "unauthorized", "the token is unknown or was revoked");
     } else {
-        req->auth_wait = auth_cache_verify(gw->auth, token, len, s_on_auth, req);
+        req->auth_wait = auth_cache_verify(gw->auth, token, len, AUTH_FOR_REQUEST, s_on_auth, req);
         if (!req->auth_wait)
             s_error(req, 503, "unavailable", "no broker is reachable; try again");
     }

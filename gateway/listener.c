@@ -288,7 +288,7 @@ static void s_upgrade(s_pre_t *pre, http_head_t *head)
         s_refuse(pre, 401, "unauthorized", "the token is unknown or was revoked");
     } else {
         uv_poll_stop(&pre->poll); /* nothing to read until the answer */
-        pre->wait = auth_cache_verify(gw->auth, token, token_len, s_on_auth, pre);
+        pre->wait = auth_cache_verify(gw->auth, token, token_len, AUTH_FOR_SOCKET, s_on_auth, pre);
         if (!pre->wait)
             s_refuse(pre, 503, "unavailable", "no broker is reachable; try again");
     }

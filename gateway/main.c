@@ -32,10 +32,12 @@
 #include "throttle.h"
 #include "upstream.h"
 
+#include <arpa/inet.h>
 #include <czmq.h>
 #include <errno.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -414,6 +416,8 @@ static void s_on_hup(uv_signal_t *handle, int signum)
     if (config_reload_apply(m->config, m->applied ? m->applied : m->config,
                             "gateway: ", s_reloadable, s_apply_limits, &m->gw, &fresh) != 0)
         return;
+    curve_reload_note(&m->curve, config_str(fresh, "curve_cert"),
+                      config_str(fresh, "curve_broker_cert"), false, "gateway: ");
     config_destroy(&m->applied);
     m->applied = fresh;
 }
@@ -443,11 +447,59 @@ static int s_check_tls(gw_config_t *cfg)
     return 0;
 }
 
+/*  The settings nothing else checks, and those checked late (the host at bind,
+    the endpoints at connect, the static folder when opened), before any socket is
+    made: a bad one is named (exit 2), never reported as what it breaks later. */
+static int s_check(const config_t *c, char *why, size_t why_size)
+{
+    static const config_range_t ranges[] = {
+        {"port", 0, 65535},
+        {"backlog", 1, 65535},
+        {"max_connections", 1, 10000000},
+        {"max_body_bytes", 1, 1073741824},
+        {"max_item_bytes", 1, 1073741824},
+        {"ws_queue_max", 16, 1000000},
+        {"ws_db_max", 1, 100000},
+        {"keepalive_s", 1, 86400},
+        {"deadline_ms", 1, 3600000},
+        {"internal_deadline_ms", 1, 3600000},
+        {"auth_cache_ms", 0, 86400000},
+        {"auth_negative_ms", 0, 86400000},
+        {"auth_cache_max", 1, 100000000},
+        {"subscribe_settle_ms", 0, 60000},
+        {"retry_after_s", 0, 86400},
+        {"drain_ms", 0, 3600000},
+        {NULL, 0, 0},
+    };
+    if (config_check_ints(c, ranges, why, why_size) != 0 ||
+        config_check_endpoints(c, "frontend", why, why_size) != 0 ||
+        config_check_endpoints(c, "events_out", why, why_size) != 0)
+        return -1;
+    const char *host = config_str(c, "host");
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1) {
+        snprintf(why, why_size, "host must be an IPv4 or IPv6 address, got '%s'", host);
+        return -1;
+    }
+    const char *dir = config_str(c, "static_dir");
+    struct stat st;
+    if (*dir && (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
+        snprintf(why, why_size, "static_dir %s is not a folder", dir);
+        return -1;
+    }
+    return 0;
+}
+
 static int s_load(s_main_t *m)
 {
     gw_t *gw = &m->gw;
     config_t *c = m->config;
     gw_config_t *cfg = &gw->cfg;
+    char checked[600];
+    if (s_check(c, checked, sizeof checked) != 0) {
+        fprintf(stderr, "sluice-gateway: %s\n", checked);
+        return -1;
+    }
     cfg->host = config_str(c, "host");
     cfg->port = (int)config_int(c, "port");
     cfg->backlog = (int)config_int(c, "backlog");
@@ -570,7 +622,7 @@ int main(int argc, char **argv)
     auth_cache_config_t acfg = {gw->cfg.auth_cache_ms, gw->cfg.auth_negative_ms,
                                 gw->cfg.auth_cache_max, gw->cfg.internal_deadline_ms};
     if (gw->upstream && gw->events)
-        gw->auth = auth_cache_new(gw->upstream, gw->events, &acfg);
+        gw->auth = auth_cache_new(gw->loop, gw->upstream, gw->events, &acfg);
     if (gw->auth)
         gw->notify = notify_new(gw);
     if (!gw->static_files || !gw->notify || !gw->throttle || !gw->health || !gw->logins ||

@@ -687,10 +687,10 @@ static void s_hello(notify_conn_t *c)
 
 /* ---- re-verification ----------------------------------------------------------------- */
 
-/*  A device.revoked event closes the device's sockets, but an event can be missed:
-    a token check that raced the revoke (read before its commit, answered after
-    its event), a subscription not yet settled when the event was published, or a
-    subscriber's queue overflowing. So every ws_reverify_s each user with sockets
+/*  A device.revoked event closes the device's sockets, but an event can be lost
+    (a subscriber's queue overflowing); a token check that raced the revoke is
+    caught by the token cache itself (auth_cache.c). So every ws_reverify_s each
+    user with sockets
     here is checked with one device.list (its devices not revoked), and the sockets
     of a device not in it are closed as if the event had come. One op per user per
     period, not one per socket; it waits for a turn of ws_db_max like the rest. */
@@ -991,7 +991,8 @@ int notify_on_confirm(gw_t *gw, struct lws *wsi)
         /* plain HTTP: only a later request of a keep-alive connection gets here,
            which clients do not send; it is refused with 503 and the token is
            checked meanwhile, so that the retry finds it cached */
-        auth_wait_t *w = auth_cache_verify(gw->auth, token, token_len, s_ignore_auth, NULL);
+        auth_wait_t *w =
+            auth_cache_verify(gw->auth, token, token_len, AUTH_FOR_SOCKET, s_ignore_auth, NULL);
         (void)w; /* it completes on its own; nothing waits on it */
         return s_refuse(gw, wsi, 503, "unavailable",
                         "open the WebSocket on a new connection, or retry shortly");
@@ -1107,7 +1108,8 @@ int notify_on_open(gw_t *gw, struct lws *wsi, notify_conn_t **conn_p)
         self->authing->prev = c;
     self->authing = c;
     if (r == AUTH_MISS) {
-        c->auth_wait = auth_cache_verify(gw->auth, pa.token, len, s_on_open_auth, c);
+        c->auth_wait =
+            auth_cache_verify(gw->auth, pa.token, len, AUTH_FOR_SOCKET, s_on_open_auth, c);
         if (!c->auth_wait) {
             s_authing_unlink(c);
             s_close(c, S_CLOSE_TRY_AGAIN, "no broker is reachable; try again");

@@ -622,13 +622,20 @@ int main(int argc, char **argv)
     if (rc != 0)
         return rc > 0 ? S_EXIT_OK : S_EXIT_USAGE;
     ctl.json = config_bool(ctl.config, "json");
-    int64_t deadline = config_int(ctl.config, "deadline_ms");
-    if (deadline < 1 || deadline > 3600000) {
-        fprintf(stderr, "sluicectl: deadline_ms must be 1-3600000\n");
+    /* every setting before any socket: a bad one is a usage error, named */
+    static const config_range_t ranges[] = {
+        {"deadline_ms", 1, 3600000},
+        {"interval_ms", 10, 3600000},
+        {"count", 0, INT64_MAX},
+        {NULL, 0, 0},
+    };
+    char why[300];
+    if (config_check_ints(ctl.config, ranges, why, sizeof why) != 0) {
+        fprintf(stderr, "sluicectl: %s\n", why);
         config_destroy(&ctl.config);
         return S_EXIT_USAGE;
     }
-    ctl.deadline_ms = (uint32_t)deadline;
+    ctl.deadline_ms = (uint32_t)config_int(ctl.config, "deadline_ms");
     s_catch_signals();
     const char *cmd = ctl.nargs ? ctl.args[0] : "";
     int code;

@@ -12,6 +12,7 @@ folder. Real processes, keys made by `sluicectl keygen`:
 """
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -49,21 +50,26 @@ def client_settings(keys, kind):
     return {"curve_cert": keys[kind], "curve_broker_cert": keys["broker"]}
 
 
-def no_reply(client, timeout=2.0):
-    """True when a db.ping from client gets no answer. A DEALER whose handshake the
-    broker refused has no connection to queue on: its send would block, so it is
-    made non-blocking, and refused (zmq.Again) also counts as nothing got through."""
+def answered(client, service, op, timeout):
+    """The reply to one request from client, or None when none came. A DEALER whose
+    handshake the broker refused has no connection to queue on: its send would
+    block, so it is made non-blocking, and refused (zmq.Again) counts as no reply."""
+    rid = b"probe-" + op.encode()
     try:
-        client.sock.send_multipart([b"", smp.PROTO, smp.REQUEST, b"db", b"refused-1",
-                                    smp.u32(1000), smp.pack({"op": "db.ping", "args": {}})],
+        client.sock.send_multipart([b"", smp.PROTO, smp.REQUEST, service.encode(), rid,
+                                    smp.u32(1000), smp.pack({"op": op, "args": {}})],
                                    flags=zmq.NOBLOCK)
     except zmq.Again:
-        return True
+        return None
     try:
-        client.wait_reply(b"refused-1", timeout=timeout)
+        return client.wait_reply(rid, timeout=timeout)
     except TimeoutError:
-        return True
-    return False
+        return None
+
+
+def no_reply(client, timeout=2.0):
+    """True when a db.ping from client gets no answer."""
+    return answered(client, "db", "db.ping", timeout) is None
 
 
 def test_curve_only_listed_keys_get_in(mariadb, database, keys):
@@ -192,3 +198,106 @@ def test_half_a_curve_configuration_is_refused(keys):
         r = subprocess.run(args, capture_output=True, text=True, timeout=30)
         assert r.returncode != 0, args
         assert word in r.stdout + r.stderr, (args, r.stdout, r.stderr)
+
+
+def sys_answers(frontend, keys, kind, timeout=3.0):
+    """True when a new client with kind's key gets the broker's own `sys status`
+    answer (the broker answers it itself: no worker needed)."""
+    c = smp.Client(frontend, curve=(keys[kind], keys["broker"]))
+    try:
+        reply = answered(c, "sys", "status", timeout)
+        return reply is not None and reply["status"] == 200
+    finally:
+        c.close()
+
+
+def write_config(path, settings):
+    with open(path + ".new", "w") as f:
+        for k, v in settings.items():
+            f.write("%s = %s\n" % (k, v))
+    os.replace(path + ".new", path)
+
+
+def reload(proc, seen):
+    """SIGHUP, then the reload line it logs (the seen-th + 1)."""
+    proc.signal(signal.SIGHUP)
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        lines = [l for l in proc.log().splitlines() if "reload (SIGHUP)" in l and
+                 ("changed" in l or "nothing to change" in l or "rejected" in l)]
+        if len(lines) > seen:
+            return lines[-1]
+        time.sleep(0.05)
+    raise AssertionError("no reload line after SIGHUP:\n" + proc.log()[-3000:])
+
+
+def test_curve_allow_is_reloaded_on_sighup(keys):
+    """The broker's allow list is read again on SIGHUP (issue 16, section 5): a key
+    removed from the folder is refused from the next handshake on, a key added is let
+    in, curve_allow may name another folder, a folder that is not there rejects the
+    reload (the old list stays), and a new key pair of the broker's own is not taken
+    up: one line says a restart is needed, and the listed keys still get in."""
+    frontend = procs.tcp(procs.free_port())
+    conf = os.path.join(os.path.dirname(keys["broker"]), "broker.conf")
+    settings = {"frontend": frontend, "backend": procs.tcp(procs.free_port()),
+                "events_in": procs.tcp(procs.free_port()),
+                "events_out": procs.tcp(procs.free_port()),
+                "curve_cert": keys["broker"], "curve_allow": keys["allow"]}
+    write_config(conf, settings)
+    broker = procs.Proc([procs.binary("broker"), "--config", conf], name="broker")
+    try:
+        broker.wait_log("listening")
+        assert sys_answers(frontend, keys, "client")
+        assert not sys_answers(frontend, keys, "intruder", timeout=1.5)
+
+        # removed from the folder: refused after the reload
+        os.remove(os.path.join(keys["allow"], "client.cert"))
+        line = reload(broker, 0)
+        assert "rejected" not in line, line
+        assert "peer key(s) allowed" in broker.log()
+        assert not sys_answers(frontend, keys, "client", timeout=1.5), \
+            "a key removed from curve_allow still got in after SIGHUP"
+
+        # added: let in after the reload
+        shutil.copy(keys["intruder"], keys["allow"])
+        reload(broker, 1)
+        assert sys_answers(frontend, keys, "intruder"), "a key added to curve_allow was refused"
+
+        # another folder: only what it holds
+        other = os.path.join(os.path.dirname(keys["broker"]), "allow2")
+        os.mkdir(other)
+        shutil.copy(keys["client"], other)
+        write_config(conf, dict(settings, curve_allow=other))
+        line = reload(broker, 2)
+        assert "curve_allow" in line and "rejected" not in line, line
+        assert sys_answers(frontend, keys, "client")
+        assert not sys_answers(frontend, keys, "intruder", timeout=1.5)
+
+        # a folder that is not there: rejected whole, the list in use stays
+        write_config(conf, dict(settings, curve_allow=other + "-missing"))
+        line = reload(broker, 3)
+        assert "rejected" in line and "curve_allow" in line, line
+        assert sys_answers(frontend, keys, "client")
+
+        # the broker's own pair replaced in place: not taken up, said so
+        write_config(conf, dict(settings, curve_allow=other))
+        fresh = os.path.join(os.path.dirname(keys["broker"]), "fresh.cert")
+        r = subprocess.run([CTL, "keygen", fresh], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        old = dict(keys, broker=os.path.join(os.path.dirname(keys["broker"]), "broker-old.cert"))
+        shutil.copy(keys["broker"], old["broker"])
+        shutil.copy(fresh, keys["broker"] + ".new")
+        os.replace(keys["broker"] + ".new", keys["broker"])
+        shutil.copy(fresh + "_secret", keys["broker"] + "_secret.new")
+        os.replace(keys["broker"] + "_secret.new", keys["broker"] + "_secret")
+        reload(broker, 4)
+        end = time.monotonic() + 5
+        while "keys are not reloaded" not in broker.log():
+            assert time.monotonic() < end, broker.log()[-2000:]
+            time.sleep(0.05)
+        assert "needs a restart" in broker.log() or "until a restart" in broker.log()
+        # clients that still hold the old broker key (they read it at start) get in
+        assert sys_answers(frontend, old, "client")
+        assert broker.alive()
+    finally:
+        broker.stop(timeout=20)

@@ -25,6 +25,7 @@
 #include "ops.h"
 #include "pool.h"
 #include "slog.h"
+#include "smp.h"
 #include "worker.h"
 
 #include <czmq.h>
@@ -98,6 +99,7 @@ typedef struct {
     worker_t *worker;
     int sigfd;
     bool stopping;
+    const curve_t *curve; /* the keys in use; a new pair needs a restart */
 } s_ctx_t;
 
 /* Splits a comma-separated list into out (pointers into the copy *buf). */
@@ -172,8 +174,52 @@ static void s_reload(s_ctx_t *ctx)
     if (config_reload_apply(ctx->config, ctx->applied ? ctx->applied : ctx->config,
                             "db: ", s_reloadable, s_apply_pool, ctx, &fresh) != 0)
         return;
+    curve_reload_note(ctx->curve, config_str(fresh, "curve_cert"),
+                      config_str(fresh, "curve_broker_cert"), false, "db: ");
     config_destroy(&ctx->applied);
     ctx->applied = fresh;
+}
+
+/*  Every setting, before the database is asked anything or a socket made: a bad
+    one stops the worker at once with its name (exit 2), rather than after the
+    wait for the database or as a vague failure to start. */
+static int s_check(const config_t *c, char *why, size_t why_size)
+{
+    static const config_range_t ranges[] = {
+        {"db_port", 1, 65535},
+        {"pool_size", 1, 1000},
+        {"max_overflow", 0, 999},
+        {"recycle_s", 0, 31536000},
+        {"ping_after_idle_ms", -1, 86400000},
+        {"connect_timeout_s", 1, 3600},
+        {"read_timeout_s", 1, 86400},
+        {"write_timeout_s", 1, 86400},
+        {"lock_wait_timeout_s", 0, 1073741824},
+        {"reconnect_backoff_max_ms", 1, 3600000},
+        {"startup_wait_s", 0, 86400},
+        {"argon2_opslimit", (int64_t)crypto_pwhash_OPSLIMIT_MIN, 1000},
+        {"argon2_memlimit_kib", (int64_t)crypto_pwhash_MEMLIMIT_MIN / 1024, 4194304},
+        {"hash_queue_max", 1, 1000},
+        {"hash_nice", 0, 19},
+        {"max_item_bytes", 1, SMP_BODY_MAX},
+        {"shutdown_timeout_s", 0, 86400},
+        {NULL, 0, 0},
+    };
+    if (config_check_ints(c, ranges, why, why_size) != 0)
+        return -1;
+    if (config_int(c, "pool_size") + config_int(c, "max_overflow") > 1000) {
+        snprintf(why, why_size, "pool_size + max_overflow must be at most 1000");
+        return -1;
+    }
+    const char *service = config_str(c, "service");
+    if (!*service || strlen(service) > SMP_SERVICE_MAX) {
+        snprintf(why, why_size, "service must be 1-%d bytes", SMP_SERVICE_MAX);
+        return -1;
+    }
+    if (config_check_endpoints(c, "backend", why, why_size) != 0 ||
+        config_check_endpoints(c, "events_in", why, why_size) != 0)
+        return -1;
+    return 0;
 }
 
 static void s_status(void *arg, msgpack_packer *pk)
@@ -294,6 +340,12 @@ int main(int argc, char **argv)
     slog_level_t level = SLOG_INFO;
     slog_level_parse(config_str(config, "log_level"), &level);
     slog_init("dbworker", level);
+    char why[600];
+    if (s_check(config, why, sizeof why) != 0) {
+        fprintf(stderr, "sluice-dbworker: %s\n", why);
+        config_destroy(&config);
+        return 2;
+    }
     if (sodium_init() < 0) {
         slog_error("db: libsodium failed to initialise");
         return 1;
@@ -303,13 +355,13 @@ int main(int argc, char **argv)
     if (curve_load(&curve, config_str(config, "curve_cert"),
                    config_str(config, "curve_broker_cert"), false, curve_why,
                    sizeof curve_why) != 0) {
-        slog_error("db: CurveZMQ: %s", curve_why);
+        fprintf(stderr, "sluice-dbworker: CurveZMQ: %s\n", curve_why);
         config_destroy(&config);
         return 2;
     }
     mysql_library_init(0, NULL, NULL);
 
-    s_ctx_t ctx = {.config = config};
+    s_ctx_t ctx = {.config = config, .curve = &curve};
     ctx.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     const char *name = config_str(config, "worker_name");
     if (name && *name) {
@@ -340,23 +392,6 @@ int main(int argc, char **argv)
         .ping_after_idle_ms = config_int(config, "ping_after_idle_ms"),
         .backoff_max_ms = config_int(config, "reconnect_backoff_max_ms"),
     };
-    if (pc.pool_size < 1 || pc.max_overflow < 0 || pc.pool_size + pc.max_overflow > 1000) {
-        fprintf(stderr, "sluice-dbworker: pool_size must be >= 1, max_overflow >= 0, and their "
-                        "sum at most 1000\n");
-        return 2;
-    }
-    int64_t hash_queue_max = config_int(config, "hash_queue_max");
-    int64_t hash_nice = config_int(config, "hash_nice");
-    if (hash_queue_max < 1 || hash_queue_max > 1000 || hash_nice < 0 || hash_nice > 19) {
-        fprintf(stderr,
-                "sluice-dbworker: hash_queue_max must be 1-1000 and hash_nice 0-19 (got "
-                "%" PRId64 ", %" PRId64 ")\n",
-                hash_queue_max, hash_nice);
-        config_destroy(&config);
-        mysql_library_end();
-        return 2;
-    }
-
     long wait_timeout = 0;
     const char *dir = config_bool(config, "migrate") ? config_str(config, "migrations_dir") : NULL;
     if (migrate_run(&pc.conn, dir, (int)config_int(config, "startup_wait_s"), s_signalled, &ctx,
@@ -379,7 +414,8 @@ int main(int argc, char **argv)
     size_t nsinks = s_split(config_str(config, "events_in"), &sinks_buf, sinks, S_LINKS_MAX);
     hash_worker_t *hash = hash_worker_new((uint64_t)config_int(config, "argon2_opslimit"),
                                           (size_t)config_int(config, "argon2_memlimit_kib") * 1024,
-                                          (size_t)hash_queue_max, (int)hash_nice);
+                                          (size_t)config_int(config, "hash_queue_max"),
+                                          (int)config_int(config, "hash_nice"));
     ctx.hash = hash;
     ctx.pool = pool_new(&pc);
     events_t *events = events_new(sinks, nsinks, &curve);

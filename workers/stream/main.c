@@ -16,6 +16,7 @@
 #include "config.h"
 #include "curve.h"
 #include "slog.h"
+#include "smp.h"
 
 #include <curl/curl.h>
 #include <inttypes.h>
@@ -76,6 +77,7 @@ typedef struct {
     const config_t *config; /* as started: the settings point into it */
     config_t *applied;      /* the last configuration a SIGHUP applied; NULL: config */
     bool draining;
+    const curve_t *curve; /* the keys in use; a new pair needs a restart */
 } s_ctx_t;
 
 /* What a SIGHUP applies; every other setting needs a restart. */
@@ -105,6 +107,8 @@ static void s_reload(s_ctx_t *ctx)
     if (config_reload_apply(ctx->config, ctx->applied ? ctx->applied : ctx->config, "",
                             s_reloadable, s_apply_max_streams, ctx, &fresh) != 0)
         return;
+    curve_reload_note(ctx->curve, config_str(fresh, "curve_cert"),
+                      config_str(fresh, "curve_broker_cert"), false, "");
     config_destroy(&ctx->applied);
     ctx->applied = fresh;
 }
@@ -153,6 +157,16 @@ static bool s_settings(const config_t *config, chat_settings_t *s, char *name, s
     }
     s->worker_name = name;
     s->service = config_str(config, "service");
+    char why[600];
+    if (!*s->service || strlen(s->service) > SMP_SERVICE_MAX) {
+        fprintf(stderr, "sluice-streamworker: service must be 1-%d bytes\n", SMP_SERVICE_MAX);
+        return false;
+    }
+    if (config_check_endpoints(config, "backend", why, sizeof why) != 0 ||
+        config_check_endpoints(config, "frontend", why, sizeof why) != 0) {
+        fprintf(stderr, "sluice-streamworker: %s\n", why);
+        return false;
+    }
     s->backend = config_str(config, "backend");
     s->frontend = config_str(config, "frontend");
     s->journal_dir = config_str(config, "journal_dir");
@@ -256,7 +270,7 @@ int main(int argc, char **argv)
     zloop_t *loop = zloop_new();
     char why[512] = "";
     chat_t *chat = chat_new(loop, &settings, why, sizeof why);
-    s_ctx_t ctx = {.chat = chat, .config = config};
+    s_ctx_t ctx = {.chat = chat, .config = config, .curve = &curve};
     zmq_pollitem_t sig = {NULL, sfd, ZMQ_POLLIN, 0};
     rc = 1;
     if (!chat) {
