@@ -190,7 +190,11 @@ def test_hash_jobs_past_their_deadline_are_not_computed(real_stack):
     whose deadline comes first are dropped before they start (counted in
     hash_expired, seen in /health's pools), never computed for nobody."""
     s = real_stack
-    g = Gateway(s, route_deadlines="session.create=400")
+    # a deadline of four hashes: a job reaches the queue well within it (even under
+    # ASan on two busy cores, where a fixed 400 ms let none get that far), and the
+    # jobs queued behind four others expire there (hash_queue_max is 8 a worker)
+    t = hash_seconds(s.gateway.port)
+    g = Gateway(s, route_deadlines="session.create=%d" % max(400, int(4000 * t)))
     try:
         before = settled_counters(s.url)
         flood = Flood(g.port, 40, each=1)
