@@ -145,6 +145,33 @@ static size_t s_utf8_len(const unsigned char *p, size_t left)
     return n;
 }
 
+#define S_ONES 0x0101010101010101ULL
+#define S_HIGHS 0x8080808080808080ULL
+
+/* How many bytes from p on (at most left) are plain ASCII that JSON carries as
+   they are: 0x20-0x7F but '"' and '\\'. Eight at a time: the content of items is
+   mostly such bytes, and a byte-by-byte check of a 1 MB item held the loop for
+   milliseconds. */
+static size_t s_plain_run(const unsigned char *p, size_t left)
+{
+    size_t i = 0;
+    for (; i + 8 <= left; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        uint64_t quote = w ^ (S_ONES * '"'), bslash = w ^ (S_ONES * '\\');
+        /* a high bit set in the result: some byte is >= 0x80, < 0x20, '"' or '\\'
+           (the classic "has a zero byte" test, on w - 0x20.. and the two XORs) */
+        uint64_t bad = (w | (w - S_ONES * 0x20) | ((quote - S_ONES) & ~quote) |
+                        ((bslash - S_ONES) & ~bslash)) &
+                       S_HIGHS;
+        if (bad)
+            break;
+    }
+    while (i < left && p[i] >= 0x20 && p[i] < 0x80 && p[i] != '"' && p[i] != '\\')
+        i++;
+    return i;
+}
+
 /* A JSON string, escaped as jansson's compact dump does. */
 static void s_put_string(s_out_t *o, const char *text, size_t size)
 {
@@ -152,6 +179,12 @@ static void s_put_string(s_out_t *o, const char *text, size_t size)
     s_put(o, "\"", 1);
     size_t run = 0; /* bytes copied as they are, from i - run */
     for (size_t i = 0; i < size;) {
+        size_t plain = s_plain_run(p + i, size - i);
+        if (plain) {
+            run += plain;
+            i += plain;
+            continue;
+        }
         size_t n = s_utf8_len(p + i, size - i);
         if (n == 0) {
             o->failed = true;

@@ -251,6 +251,40 @@ static void test_render_text(void)
     mp_pack_strn(&pk, "a\"b\\c\b\f\n\r\t\x01\x1f\x7f/\xc3\xa9\xf0\x9f\x98\x80", 20);
     S_UNPACK();
     s_check_text(&o, "\"a\\\"b\\\\c\\b\\f\\n\\r\\t\\u0001\\u001F\x7f/\xc3\xa9\xf0\x9f\x98\x80\"");
+    /* long strings go eight bytes at a time: a byte to escape, a UTF-8 sequence or
+       a bad one at every place of a word, and at the ends */
+    const char *odd[] = {"\"",
+                         "\\",
+                         "\x01",
+                         "\x1f",
+                         "\n",
+                         "\xc3\xa9",
+                         "\xe2\x82\xac",
+                         "\xf0\x9f\x98\x80",
+                         "\x7f",
+                         " ",
+                         "~",
+                         "\xc0\xaf",
+                         "\xe2\x82",
+                         "\xff"};
+    for (size_t k = 0; k < sizeof odd / sizeof *odd; k++)
+        for (size_t at = 0; at < 26; at++) {
+            char s[64];
+            memset(s, 'a', sizeof s);
+            size_t n = strlen(odd[k]);
+            memcpy(s + at, odd[k], n);
+            size_t len = at + n + (at % 3) * 7; /* also cut right after it */
+            mp_pack_strn(&pk, s, len);
+            S_UNPACK();
+            size_t tlen = 0, jlen = 0;
+            char *tree = render_dump(render_json(&o, NULL), &jlen);
+            char *text = render_text(&o, &tlen);
+            CHECK(!tree == !text);
+            CHECK(!tree || (jlen == tlen && memcmp(tree, text, jlen) == 0));
+            CHECK(!text == (k >= 11)); /* the last three are not UTF-8 */
+            free(tree);
+            free(text);
+        }
     /* not UTF-8: an overlong form, a surrogate, a cut sequence, above U+10FFFF */
     const char *bad[] = {"\xc0\xaf", "\xed\xa0\x80", "ab\xe2\x82", "\xf4\x90\x80\x80"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
