@@ -39,30 +39,37 @@
 /* Fell behind (its queue, the gateway's budget, the write timeout): reconnect
    with after=, the replay has what was dropped. */
 #define S_CLOSE_BEHIND 4002
+/* A message longer than this goes out as fragments of this size, one per
+   writeable: written whole, a 1 MB item was copied into each socket's kernel
+   buffer inside the event's callback (loopback takes it all, reader or not), and
+   with 50 sockets of the user one event held the loop for about 50 ms (measured
+   in tests/bench/abuse_ws.py). Now an event costs one fragment per socket, and
+   the rest goes as each socket takes it. */
+#define S_FRAGMENT 65536
 
 typedef enum { P_AUTH, P_SETTLING, P_HELLO, P_REPLAY, P_LIVE, P_CLOSING } s_phase_t;
 typedef enum { K_ITEM, K_DELETED, K_CONTROL } s_kind_t;
 
 /*  The text of a message, written to every socket it is for: an event is rendered
     once and shared by reference, not copied per socket (a 1 MB item fanned out
-    to 50 sockets was 50 copies). libwebsockets writes each frame's header into
-    the LWS_PRE bytes before the text; every socket writes the same header there
-    (server frames are unmasked and this server negotiates no extension), and a
-    write the kernel takes only in part is copied by libwebsockets, so sharing is
-    safe. */
+    to 50 sockets was 50 copies). It is never written from in place:
+    libwebsockets writes each frame's header into the LWS_PRE bytes before what
+    it writes, which for a fragment would be text other sockets still need; each
+    write goes through notify_t's scratch buffer (s_write_fragment). */
 typedef struct {
     unsigned refs;
     s_kind_t kind;
     int64_t seq;           /* K_ITEM */
     int64_t source_device; /* K_ITEM */
     size_t len;
-    unsigned char data[]; /* LWS_PRE bytes, then the text */
+    char data[]; /* the text; no LWS_PRE room, see above */
 } s_text_t;
 
 /* A message queued to be written or held until the actor goes live. */
 typedef struct s_msg_t {
     struct s_msg_t *next;
     s_text_t *text; /* one reference */
+    size_t off;     /* written so far (the queue's head only, when fragmented) */
 } s_msg_t;
 
 typedef struct {
@@ -127,6 +134,7 @@ struct notify_t {
     s_user_t *verify_head, *verify_tail; /* users by verify_at_ms (all get the same period) */
     uv_timer_t timer;
     bool timer_running;
+    unsigned char scratch[LWS_PRE + S_FRAGMENT]; /* each write's frame: s_write_fragment */
 };
 
 static void s_free(void **item_p)
@@ -179,11 +187,11 @@ size_t notify_count(const notify_t *self)
 
 static s_text_t *s_text_new(const char *text, size_t len, s_kind_t kind)
 {
-    s_text_t *t = malloc(sizeof *t + LWS_PRE + len);
+    s_text_t *t = malloc(sizeof *t + len);
     if (!t)
         return NULL;
     *t = (s_text_t){.refs = 1, .kind = kind, .len = len};
-    memcpy(t->data + LWS_PRE, text, len);
+    memcpy(t->data, text, len);
     return t;
 }
 
@@ -201,6 +209,7 @@ static s_msg_t *s_msg_new(s_text_t *text)
         return NULL;
     m->next = NULL;
     m->text = text;
+    m->off = 0;
     text->refs++;
     return m;
 }
@@ -220,7 +229,7 @@ static void s_msg_free(s_msg_t *m)
     behind together. */
 static size_t s_text_cost(const s_text_t *t)
 {
-    return sizeof(s_msg_t) + sizeof *t + LWS_PRE + t->len;
+    return sizeof(s_msg_t) + sizeof *t + t->len;
 }
 
 static size_t s_msg_size(const s_msg_t *m)
@@ -344,31 +353,52 @@ static bool s_room(notify_conn_t *c, size_t size, bool capped)
     return true;
 }
 
+/*  Writes the next fragment of t (from *off, at most S_FRAGMENT bytes) and
+    advances *off. A write the kernel takes only in part is finished by
+    libwebsockets itself before the next writeable, from its own copy of the
+    rest (at most one fragment), which counts as queued (lws_bytes). -1: the
+    write failed. */
+static int s_write_fragment(notify_conn_t *c, const s_text_t *t, size_t *off)
+{
+    size_t n = t->len - *off < S_FRAGMENT ? t->len - *off : S_FRAGMENT;
+    unsigned char *buf = c->owner->scratch + LWS_PRE;
+    memcpy(buf, t->data + *off, n);
+    int flags = lws_write_ws_flags(LWS_WRITE_TEXT, *off == 0, *off + n == t->len);
+    int w = lws_write(c->wsi, buf, n, (enum lws_write_protocol)flags);
+    if (w < 0)
+        return -1;
+    *off += n;
+    c->lws_bytes = lws_partial_buffered(c->wsi) ? n : 0;
+    return 0;
+}
+
 static void s_send_to(notify_conn_t *c, s_text_t *t, bool capped)
 {
     if (!s_room(c, s_text_cost(t), capped))
         return;
     /* Nothing queued and nothing left over from the last write: write now, saving
        the writeable round trip (two epoll changes and a wakeup per socket), which is
-       what a fan-out to thousands of sockets costs. A write the kernel takes only in
-       part is finished by libwebsockets itself before the next writeable; until
-       then it holds the rest (its own copy), which counts as queued. */
+       what a fan-out to thousands of sockets costs. */
+    size_t off = 0;
     if (c->hello_queued && !c->out.head && c->phase != P_CLOSING && !lws_partial_buffered(c->wsi)) {
-        int n = lws_write(c->wsi, t->data + LWS_PRE, t->len, LWS_WRITE_TEXT);
-        if (n >= 0 && lws_partial_buffered(c->wsi)) {
-            c->lws_bytes = s_text_cost(t);
-            s_account(c);
-            lws_callback_on_writable(c->wsi);
-        }
-        if (n < 0)
+        if (s_write_fragment(c, t, &off) != 0) {
             s_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "write failed");
-        return;
+            return;
+        }
+        if (c->lws_bytes)
+            lws_callback_on_writable(c->wsi);
+        if (off == t->len) {
+            s_account(c);
+            return;
+        }
     }
+    /* the rest of a fragmented message stays at the head, with its offset */
     s_msg_t *m = s_msg_new(t);
     if (!m) {
         s_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
         return;
     }
+    m->off = off;
     s_push(&c->out, m);
     s_account(c);
     if (c->hello_queued)
@@ -575,10 +605,10 @@ static s_text_t *s_item_text(const msgpack_object *item)
     if (!json)
         return NULL;
     size_t total = sizeof head - 1 + len + 1;
-    s_text_t *t = malloc(sizeof *t + LWS_PRE + total);
+    s_text_t *t = malloc(sizeof *t + total);
     if (t) {
         *t = (s_text_t){.refs = 1, .kind = K_ITEM, .len = total};
-        unsigned char *p = t->data + LWS_PRE;
+        char *p = t->data;
         memcpy(p, head, sizeof head - 1);
         memcpy(p + sizeof head - 1, json, len);
         p[total - 1] = '}';
@@ -1227,14 +1257,12 @@ int notify_on_writeable(notify_conn_t *c)
         return 0;
     /* called only once libwebsockets wrote all it buffered */
     c->lws_bytes = 0;
-    s_msg_t *m = s_pop(&c->out);
+    s_msg_t *m = c->out.head;
     if (m) {
-        int n = lws_write(c->wsi, m->text->data + LWS_PRE, m->text->len, LWS_WRITE_TEXT);
-        if (n >= 0 && lws_partial_buffered(c->wsi))
-            c->lws_bytes = s_msg_size(m);
-        s_msg_free(m);
-        if (n < 0)
+        if (s_write_fragment(c, m->text, &m->off) != 0)
             return -1;
+        if (m->off == m->text->len)
+            s_msg_free(s_pop(&c->out));
     }
     s_account(c);
     if (c->out.head || c->lws_bytes)
