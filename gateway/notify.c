@@ -39,24 +39,43 @@
 /* Fell behind (its queue, the gateway's budget, the write timeout): reconnect
    with after=, the replay has what was dropped. */
 #define S_CLOSE_BEHIND 4002
+/* A message longer than this goes out as fragments of this size, one per
+   writeable: written whole, a 1 MB item was copied into each socket's kernel
+   buffer inside the event's callback (loopback takes it all, reader or not), and
+   with 50 sockets of the user one event held the loop for about 50 ms (measured
+   in tests/bench/abuse_ws.py). Now an event costs one fragment per socket, and
+   the rest goes as each socket takes it. */
+#define S_FRAGMENT 65536
 
 typedef enum { P_AUTH, P_SETTLING, P_HELLO, P_REPLAY, P_LIVE, P_CLOSING } s_phase_t;
 typedef enum { K_ITEM, K_DELETED, K_CONTROL } s_kind_t;
 
-/* A text message, queued to be written or held until the actor goes live. */
-typedef struct s_msg_t {
-    struct s_msg_t *next;
+/*  The text of a message, written to every socket it is for: an event is rendered
+    once and shared by reference, not copied per socket (a 1 MB item fanned out
+    to 50 sockets was 50 copies). It is never written from in place:
+    libwebsockets writes each frame's header into the LWS_PRE bytes before what
+    it writes, which for a fragment would be text other sockets still need; each
+    write goes through notify_t's scratch buffer (s_write_fragment). */
+typedef struct {
+    unsigned refs;
     s_kind_t kind;
     int64_t seq;           /* K_ITEM */
     int64_t source_device; /* K_ITEM */
     size_t len;
-    unsigned char data[]; /* LWS_PRE bytes, then the text */
+    char data[]; /* the text; no LWS_PRE room, see above */
+} s_text_t;
+
+/* A message queued to be written or held until the actor goes live. */
+typedef struct s_msg_t {
+    struct s_msg_t *next;
+    s_text_t *text; /* one reference */
+    size_t off;     /* written so far (the queue's head only, when fragmented) */
 } s_msg_t;
 
 typedef struct {
     s_msg_t *head, *tail;
     uint32_t count;
-    size_t bytes; /* allocated for the messages queued */
+    size_t bytes; /* what the messages queued keep allocated (s_msg_size) */
 } s_queue_t;
 
 typedef struct s_user_t s_user_t;
@@ -123,6 +142,7 @@ struct notify_t {
     size_t gapped; /* users whose pending waits for a missing seq */
     uv_timer_t timer;
     bool timer_running;
+    unsigned char scratch[LWS_PRE + S_FRAGMENT]; /* each write's frame: s_write_fragment */
 };
 
 static void s_free(void **item_p)
@@ -177,22 +197,56 @@ size_t notify_count(const notify_t *self)
 
 /* ---- messages ------------------------------------------------------------------ */
 
-static s_msg_t *s_msg_new(const char *text, size_t len, s_kind_t kind)
+static s_text_t *s_text_new(const char *text, size_t len, s_kind_t kind)
 {
-    s_msg_t *m = malloc(sizeof *m + LWS_PRE + len);
+    s_text_t *t = malloc(sizeof *t + len);
+    if (!t)
+        return NULL;
+    *t = (s_text_t){.refs = 1, .kind = kind, .len = len};
+    memcpy(t->data, text, len);
+    return t;
+}
+
+static void s_text_unref(s_text_t *t)
+{
+    if (t && --t->refs == 0)
+        free(t);
+}
+
+/* A message of text for one more socket: takes a reference. */
+static s_msg_t *s_msg_new(s_text_t *text)
+{
+    s_msg_t *m = malloc(sizeof *m);
+    if (!m)
+        return NULL;
     m->next = NULL;
-    m->kind = kind;
-    m->seq = 0;
-    m->source_device = 0;
-    m->len = len;
-    memcpy(m->data + LWS_PRE, text, len);
+    m->text = text;
+    m->off = 0;
+    text->refs++;
     return m;
 }
 
-/* What a message costs while it waits: the allocation, not just its text. */
+static void s_msg_free(s_msg_t *m)
+{
+    s_text_unref(m->text);
+    free(m);
+}
+
+/*  What a message costs while it waits: the whole text, on every socket that
+    holds it, although sockets share it. Each socket's count is what it keeps
+    alive (its text is not freed before it is written or dropped), so
+    ws_queue_max_bytes means what it says, and the gateway's total is a bound on
+    memory from above: it counts a text shared by N sockets N times, and sheds
+    sooner than the memory alone would need when many sockets of one user fall
+    behind together. */
+static size_t s_text_cost(const s_text_t *t)
+{
+    return sizeof(s_msg_t) + sizeof *t + t->len;
+}
+
 static size_t s_msg_size(const s_msg_t *m)
 {
-    return sizeof *m + LWS_PRE + m->len;
+    return s_text_cost(m->text);
 }
 
 static void s_push(s_queue_t *q, s_msg_t *m)
@@ -234,7 +288,7 @@ static void s_clear(s_queue_t *q)
 {
     s_msg_t *m;
     while ((m = s_pop(q)))
-        free(m);
+        s_msg_free(m);
 }
 
 static void s_wait_unlink(notify_t *self, notify_conn_t *c);
@@ -311,45 +365,68 @@ static bool s_room(notify_conn_t *c, size_t size, bool capped)
     return true;
 }
 
-static void s_send_to(notify_conn_t *c, s_msg_t *m, bool capped)
+/*  Writes the next fragment of t (from *off, at most S_FRAGMENT bytes) and
+    advances *off. A write the kernel takes only in part is finished by
+    libwebsockets itself before the next writeable, from its own copy of the
+    rest (at most one fragment), which counts as queued (lws_bytes). -1: the
+    write failed. */
+static int s_write_fragment(notify_conn_t *c, const s_text_t *t, size_t *off)
 {
-    if (!s_room(c, s_msg_size(m), capped)) {
-        free(m);
+    size_t n = t->len - *off < S_FRAGMENT ? t->len - *off : S_FRAGMENT;
+    unsigned char *buf = c->owner->scratch + LWS_PRE;
+    memcpy(buf, t->data + *off, n);
+    int flags = lws_write_ws_flags(LWS_WRITE_TEXT, *off == 0, *off + n == t->len);
+    int w = lws_write(c->wsi, buf, n, (enum lws_write_protocol)flags);
+    if (w < 0)
+        return -1;
+    *off += n;
+    c->lws_bytes = lws_partial_buffered(c->wsi) ? n : 0;
+    return 0;
+}
+
+static void s_send_to(notify_conn_t *c, s_text_t *t, bool capped)
+{
+    if (!s_room(c, s_text_cost(t), capped))
         return;
-    }
     /* Nothing queued and nothing left over from the last write: write now, saving
        the writeable round trip (two epoll changes and a wakeup per socket), which is
-       what a fan-out to thousands of sockets costs. A write the kernel takes only in
-       part is finished by libwebsockets itself before the next writeable; until
-       then it holds the rest, which counts as queued. */
+       what a fan-out to thousands of sockets costs. */
+    size_t off = 0;
     if (c->hello_queued && !c->out.head && c->phase != P_CLOSING && !lws_partial_buffered(c->wsi)) {
-        int n = lws_write(c->wsi, m->data + LWS_PRE, m->len, LWS_WRITE_TEXT);
-        if (n >= 0 && lws_partial_buffered(c->wsi)) {
-            c->lws_bytes = s_msg_size(m);
-            s_account(c);
-            lws_callback_on_writable(c->wsi);
-        }
-        free(m);
-        if (n < 0)
+        if (s_write_fragment(c, t, &off) != 0) {
             s_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "write failed");
+            return;
+        }
+        if (c->lws_bytes)
+            lws_callback_on_writable(c->wsi);
+        if (off == t->len) {
+            s_account(c);
+            return;
+        }
+    }
+    /* the rest of a fragmented message stays at the head, with its offset */
+    s_msg_t *m = s_msg_new(t);
+    if (!m) {
+        s_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
         return;
     }
+    m->off = off;
     s_push(&c->out, m);
     s_account(c);
     if (c->hello_queued)
         lws_callback_on_writable(c->wsi);
 }
 
-/* A live message: the socket's cap applies. */
-static void s_send(notify_conn_t *c, s_msg_t *m)
+/* A live message: the socket's cap applies. t stays the caller's. */
+static void s_send(notify_conn_t *c, s_text_t *t)
 {
-    s_send_to(c, m, true);
+    s_send_to(c, t, true);
 }
 
 /* A replayed item: paced by s_wants_page instead of the cap. */
-static void s_send_replay(notify_conn_t *c, s_msg_t *m)
+static void s_send_replay(notify_conn_t *c, s_text_t *t)
 {
-    s_send_to(c, m, false);
+    s_send_to(c, t, false);
 }
 
 /* The queue has drained enough for the next replay page. */
@@ -362,7 +439,13 @@ static bool s_wants_page(const notify_conn_t *c)
 
 static void s_send_text(notify_conn_t *c, const char *text, size_t len)
 {
-    s_send(c, s_msg_new(text, len, K_CONTROL));
+    s_text_t *t = s_text_new(text, len, K_CONTROL);
+    if (!t) {
+        s_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+        return;
+    }
+    s_send(c, t);
+    s_text_unref(t);
 }
 
 static void s_send_error(notify_conn_t *c, const char *code, const char *message)
@@ -523,22 +606,29 @@ static void s_close_for(notify_conn_t *c, int status)
         s_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "the database did not answer; reconnect");
 }
 
-/* {"type":"clipboard.item","item":item} */
-static s_msg_t *s_item_msg(const msgpack_object *item)
+/* {"type":"clipboard.item","item":item}, written straight from the MessagePack
+   (render_text): building a jansson tree of a 1 MB item and dumping it took
+   about 35 ms of the loop per event, against 2 ms. */
+static s_text_t *s_item_text(const msgpack_object *item)
 {
-    json_t *j = render_json(item, NULL);
-    if (!j)
-        return NULL;
-    json_t *o = json_pack("{s:s,s:o}", "type", "clipboard.item", "item", j);
+    static const char head[] = "{\"type\":\"clipboard.item\",\"item\":";
     size_t len = 0;
-    char *text = render_dump(o, &len);
-    if (!text)
+    char *json = render_text(item, &len);
+    if (!json)
         return NULL;
-    s_msg_t *m = s_msg_new(text, len, K_ITEM);
-    free(text);
-    mp_get_int(item, "seq", &m->seq);
-    mp_get_int(item, "source_device_id", &m->source_device);
-    return m;
+    size_t total = sizeof head - 1 + len + 1;
+    s_text_t *t = malloc(sizeof *t + total);
+    if (t) {
+        *t = (s_text_t){.refs = 1, .kind = K_ITEM, .len = total};
+        char *p = t->data;
+        memcpy(p, head, sizeof head - 1);
+        memcpy(p + sizeof head - 1, json, len);
+        p[total - 1] = '}';
+        mp_get_int(item, "seq", &t->seq);
+        mp_get_int(item, "source_device_id", &t->source_device);
+    }
+    free(json);
+    return t;
 }
 
 /* Held messages go out now, less what the replay already covered and the
@@ -549,11 +639,10 @@ static void s_go_live(notify_conn_t *c)
     s_msg_t *m;
     while ((m = s_pop(&c->held))) {
         s_account(c);
-        if (m->kind == K_ITEM && (m->seq <= c->threshold || m->source_device == c->device_id)) {
-            free(m);
-            continue;
-        }
-        s_send(c, m);
+        const s_text_t *t = m->text;
+        if (!(t->kind == K_ITEM && (t->seq <= c->threshold || t->source_device == c->device_id)))
+            s_send(c, m->text);
+        s_msg_free(m);
         if (c->phase == P_CLOSING)
             break;
     }
@@ -578,12 +667,13 @@ static void s_on_page(void *arg, bool final, int status, const msgpack_object *b
         return;
     }
     for (uint32_t i = 0; i < items->via.array.size; i++) {
-        s_msg_t *m = s_item_msg(&items->via.array.ptr[i]);
-        if (!m)
+        s_text_t *t = s_item_text(&items->via.array.ptr[i]);
+        if (!t)
             continue;
-        if (m->seq > c->cursor)
-            c->cursor = m->seq;
-        s_send_replay(c, m);
+        if (t->seq > c->cursor)
+            c->cursor = t->seq;
+        s_send_replay(c, t);
+        s_text_unref(t);
         if (c->phase == P_CLOSING)
             return;
     }
@@ -647,7 +737,13 @@ static void s_on_latest(void *arg, bool final, int status, const msgpack_object 
                      "\",\"seq\":%" PRId64 "}",
                      c->user->user_id, c->device_id, latest);
     /* the hello goes before any pong already queued */
-    s_msg_t *m = s_msg_new(text, (size_t)n, K_CONTROL);
+    s_text_t *t = s_text_new(text, (size_t)n, K_CONTROL);
+    s_msg_t *m = t ? s_msg_new(t) : NULL;
+    s_text_unref(t);
+    if (!m) {
+        s_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+        return;
+    }
     s_push_front(&c->out, m);
     s_account(c);
     c->hello_queued = true;
@@ -1186,14 +1282,12 @@ int notify_on_writeable(notify_conn_t *c)
         return 0;
     /* called only once libwebsockets wrote all it buffered */
     c->lws_bytes = 0;
-    s_msg_t *m = s_pop(&c->out);
+    s_msg_t *m = c->out.head;
     if (m) {
-        int n = lws_write(c->wsi, m->data + LWS_PRE, m->len, LWS_WRITE_TEXT);
-        if (n >= 0 && lws_partial_buffered(c->wsi))
-            c->lws_bytes = s_msg_size(m);
-        free(m);
-        if (n < 0)
+        if (s_write_fragment(c, m->text, &m->off) != 0)
             return -1;
+        if (m->off == m->text->len)
+            s_msg_free(s_pop(&c->out));
     }
     s_account(c);
     if (c->out.head || c->lws_bytes)
@@ -1264,35 +1358,38 @@ void notify_on_closed(notify_conn_t **conn_p)
 /* ---- events -------------------------------------------------------------------------- */
 
 /* An event, in order, to every socket of u that takes it (held until live). */
-static void s_fanout(notify_t *self, s_user_t *u, s_msg_t *proto)
+/* An event, in order, to every socket of u that takes it (held until live); t's
+   reference is the caller's, given up here. Rendered once: every socket gets a
+   reference to the same text. */
+static void s_fanout(notify_t *self, s_user_t *u, s_text_t *t)
 {
     for (notify_conn_t *c = u->conns, *next; c; c = next) {
         next = c->next;
         if (c->phase == P_CLOSING)
             continue;
-        if (c->phase == P_LIVE && proto->kind == K_ITEM &&
-            (proto->seq <= c->threshold || proto->source_device == c->device_id))
+        if (c->phase == P_LIVE && t->kind == K_ITEM &&
+            (t->seq <= c->threshold || t->source_device == c->device_id))
             continue;
-        s_msg_t *m = s_msg_new((const char *)proto->data + LWS_PRE, proto->len, proto->kind);
-        m->seq = proto->seq;
-        m->source_device = proto->source_device;
         if (c->phase == P_LIVE) {
-            s_send(c, m);
+            s_send(c, t);
         } else if (c->held.count >= self->gw->cfg.ws_queue_max ||
-                   c->held.bytes + s_msg_size(m) > self->gw->cfg.ws_queue_max_bytes) {
-            free(m);
+                   c->held.bytes + s_text_cost(t) > self->gw->cfg.ws_queue_max_bytes) {
             s_close(c, S_CLOSE_BEHIND,
                     "more than ws_queue_max(_bytes) of events during replay; "
                     "reconnect with after=");
-        } else if (!outbound_reserve(&c->oc, s_msg_size(m))) {
-            free(m);
+        } else if (!outbound_reserve(&c->oc, s_text_cost(t))) {
             s_shed(&c->oc, OUTBOUND_BUDGET);
         } else {
+            s_msg_t *m = s_msg_new(t);
+            if (!m) {
+                s_close(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+                continue;
+            }
             s_push(&c->held, m);
             s_account(c);
         }
     }
-    free(proto);
+    s_text_unref(t);
 }
 
 /* Gives up on a missing seq (an event lost on the way, or a DB worker killed between
@@ -1317,15 +1414,18 @@ static void s_resync(notify_t *self, s_user_t *u, const char *why)
 static void s_release(notify_t *self, s_user_t *u)
 {
     s_msg_t *m;
-    while ((m = u->pending.head) && (m->kind != K_ITEM || m->seq <= u->next_seq)) {
+    while ((m = u->pending.head) &&
+           (m->text->kind != K_ITEM || m->text->seq <= u->next_seq)) {
         s_pop(&u->pending);
-        if (m->kind == K_ITEM && m->seq < u->next_seq) {
-            free(m); /* before the first hello's seq, or a duplicate */
+        s_text_t *t = m->text;
+        if (t->kind == K_ITEM && t->seq < u->next_seq) {
+            s_msg_free(m); /* before the first hello's seq, or a duplicate */
             continue;
         }
-        if (m->kind == K_ITEM)
-            u->next_seq = m->seq + 1;
-        s_fanout(self, u, m);
+        if (t->kind == K_ITEM)
+            u->next_seq = t->seq + 1;
+        free(m); /* its reference goes to s_fanout */
+        s_fanout(self, u, t);
     }
     bool gap = u->pending.head != NULL;
     if (gap && !u->gap_since_ms) {
@@ -1342,9 +1442,9 @@ static void s_release(notify_t *self, s_user_t *u)
    (every socket of u is still before its hello then, holding anyway). */
 static void s_order(notify_t *self, s_user_t *u, s_msg_t *m)
 {
-    if (m->kind == K_ITEM) {
+    if (m->text->kind == K_ITEM) {
         s_msg_t **p = &u->pending.head;
-        while (*p && !((*p)->kind == K_ITEM && (*p)->seq > m->seq))
+        while (*p && !((*p)->text->kind == K_ITEM && (*p)->text->seq > m->text->seq))
             p = &(*p)->next;
         m->next = *p;
         *p = m;
@@ -1381,16 +1481,16 @@ void notify_user_event(notify_t *self, int64_t user_id, const msgpack_object *ev
     if (!u)
         return;
     const msgpack_object *type = mp_get(event, "type");
-    s_msg_t *proto = NULL;
+    s_text_t *t = NULL;
     if (mp_str_eq(type, "clipboard.item")) {
         const msgpack_object *item = mp_get(event, "item");
-        if (!item || item->type != MSGPACK_OBJECT_MAP || !(proto = s_item_msg(item))) {
+        if (!item || item->type != MSGPACK_OBJECT_MAP || !(t = s_item_text(item))) {
             slog_warn("notify: clipboard.item event without a usable item");
             return;
         }
         int64_t source;
         if (mp_get_int(event, "source_device_id", &source))
-            proto->source_device = source;
+            t->source_device = source;
     } else if (mp_str_eq(type, "clipboard.deleted")) {
         int64_t id;
         if (!mp_get_int(event, "id", &id)) {
@@ -1400,12 +1500,18 @@ void notify_user_event(notify_t *self, int64_t user_id, const msgpack_object *ev
         char text[96];
         int n = snprintf(text, sizeof text,
                          "{\"type\":\"clipboard.deleted\",\"id\":\"%" PRId64 "\"}", id);
-        proto = s_msg_new(text, (size_t)n, K_DELETED);
+        if (!(t = s_text_new(text, (size_t)n, K_DELETED)))
+            return;
     } else {
         return; /* device.revoked is handled by the gateway; others are not for sockets */
     }
-    s_order(self, u, proto);
+    s_msg_t *m = s_msg_new(t); /* its place in the user's order */
+    s_text_unref(t);
+    if (!m)
+        return;
+    s_order(self, u, m);
 }
+
 void notify_device_revoked(notify_t *self, int64_t user_id, int64_t device_id)
 {
     char key[24];

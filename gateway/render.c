@@ -1,5 +1,6 @@
 /*  render.c - MessagePack -> JSON. See render.h. */
 #include "render.h"
+#include "utf8.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -121,30 +122,6 @@ static void s_put(s_out_t *o, const char *text, size_t n)
     o->len += n;
 }
 
-/* Length of the valid UTF-8 sequence at p (as jansson checks it: no overlong forms,
-   no surrogates, nothing above U+10FFFF), 0 when it is not one. */
-static size_t s_utf8_len(const unsigned char *p, size_t left)
-{
-    unsigned c = p[0];
-    size_t n = c < 0x80                 ? 1
-               : c >= 0xC2 && c <= 0xDF ? 2
-               : c >= 0xE0 && c <= 0xEF ? 3
-               : c >= 0xF0 && c <= 0xF4 ? 4
-                                        : 0;
-    if (n <= 1 || n > left)
-        return n <= left ? n : 0;
-    uint32_t v = c & (0x3F >> (n - 1));
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-        v = (v << 6) | (p[i] & 0x3F);
-    }
-    if (v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF) || (n == 3 && v < 0x800) ||
-        (n == 4 && v < 0x10000))
-        return 0;
-    return n;
-}
-
 /* A JSON string, escaped as jansson's compact dump does. */
 static void s_put_string(s_out_t *o, const char *text, size_t size)
 {
@@ -152,7 +129,13 @@ static void s_put_string(s_out_t *o, const char *text, size_t size)
     s_put(o, "\"", 1);
     size_t run = 0; /* bytes copied as they are, from i - run */
     for (size_t i = 0; i < size;) {
-        size_t n = s_utf8_len(p + i, size - i);
+        size_t plain = utf8_json_plain(p + i, size - i);
+        if (plain) {
+            run += plain;
+            i += plain;
+            continue;
+        }
+        size_t n = utf8_seq_len(p + i, size - i);
         if (n == 0) {
             o->failed = true;
             return;

@@ -4,15 +4,19 @@ device that never read, and large posts from another device of the same user.
 Before the fix, 50 sockets and 20 posts of 1 MB took the gateway from 46 MiB to
 881 MiB; the growth was linear in both.
 
-Beside the attack, a well-behaved client of the same user keeps a WebSocket that
-reads everything (items lost = posts it did not get) and makes GET requests
-(p50/p99 during the attack against idle).
+Beside the attack, a well-behaved device of the same user keeps a WebSocket that
+reads everything (items lost = posts it did not get), and another user (the
+bystander) makes GET requests (p50/p99 during the attack against idle). Not the
+watcher's own GETs: GET /v1/clipboard/latest answers it the attacker's 1 MB item
+during the attack and 404 before, so that ratio measured the item's size (about
+4x at p50 on its own), not what the attack does to others.
 
 As a library (the stack is the caller's; nothing here is run by ctest):
 
     import abuse_ws
     r = abuse_ws.attack(gateway_url, gateway_pid, attacker_token, writer_token,
-                        watcher_token, sockets=50, posts=20, item_bytes=1000000)
+                        watcher_token, sockets=50, posts=20, item_bytes=1000000,
+                        bystander_token=other_users_token)
     r["rss_peak_mib"], r["items_lost"], r["p99_ratio"], ...
 
 From the command line it starts its own private MariaDB and stack from the build
@@ -125,15 +129,16 @@ def _rss_sampler(pid, peak, stop):
 
 
 def attack(url, pid, attacker_token, writer_token, watcher_token, sockets=50, posts=20,
-           item_bytes=1000000, rcvbuf=4096, idle_s=2.0, settle_s=2.0):
+           item_bytes=1000000, rcvbuf=4096, idle_s=2.0, settle_s=2.0, bystander_token=None):
     """Runs the attack against the gateway at url (process pid) and returns what
     the abuse table shows: what was sent, the legitimate client's latencies idle
     and during the attack, the gateway's RSS before and at its peak, sockets held
-    and refused, closes by reason, and items lost."""
+    and refused, closes by reason, and items lost. The legitimate GETs are
+    bystander_token's (another user's) when given, else the watcher's."""
     port = urlparse(url).port
     before = _counters(url)
     # the legitimate client, idle
-    lat = _Latency(url, watcher_token)
+    lat = _Latency(url, bystander_token or watcher_token)
     lat.start()
     time.sleep(idle_s)
     idle = list(lat.samples)
@@ -225,8 +230,11 @@ def main():
         attacker = stack.user()
         writer = stack.device(attacker, "writer")
         watcher = stack.device(attacker, "watcher")
+        bystander = stack.user()
+        stack.create(bystander, "a small item")
         r = attack(gw.url, gw.proc.pid, attacker.token, writer.token, watcher.token,
-                   sockets=args.sockets, posts=args.posts, item_bytes=args.item_bytes)
+                   sockets=args.sockets, posts=args.posts, item_bytes=args.item_bytes,
+                   bystander_token=bystander.token)
         print(json.dumps(r, indent=2))
         print("| attack | p50 x idle | p99 x idle | gateway RSS peak | sockets held | "
               "items lost |")

@@ -7,7 +7,9 @@
     comes in, the answer is either a packed body that parses as one MessagePack map
     with "op" and "args", or a 4xx with a message: never a crash, never a 5xx. A
     reply renders to the same text (or the same refusal) through render_text as
-    through render_json + render_dump. */
+    through render_json + render_dump, and a body parses to the same value (or
+    the same refusal) through body_json_load as through json_loadb. */
+#include "body_json.h"
 #include "mp.h"
 #include "render.h"
 #include "routes.h"
@@ -39,6 +41,27 @@ static void s_render(const uint8_t *data, size_t size)
         free(direct);
     }
     msgpack_zone_destroy(&zone);
+}
+
+/* body_json_load is json_loadb(JSON_REJECT_DUPLICATES): the same value, keys in
+   the same order (the compact dumps are equal), or both refuse. */
+static void s_body(const uint8_t *data, size_t size)
+{
+    json_error_t e1, e2;
+    json_t *fast = body_json_load((const char *)data, size, &e1);
+    json_t *slow = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, &e2);
+    if (!fast != !slow)
+        __builtin_trap();
+    if (fast) {
+        char *a = json_dumps(fast, JSON_COMPACT | JSON_ENCODE_ANY);
+        char *b = json_dumps(slow, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!json_equal(fast, slow) || !a || !b || strcmp(a, b) != 0)
+            __builtin_trap();
+        free(a);
+        free(b);
+    }
+    json_decref(fast);
+    json_decref(slow);
 }
 
 /* The next NUL-terminated field of data (copied), advancing *pos. */
@@ -74,6 +97,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (char *save = NULL, *a = strtok_r(query, "&", &save); a && nargs < S_ARGS;
          a = strtok_r(NULL, "&", &save))
         args[nargs++] = a;
+    s_body(data + pos, size - pos);
     validate_in_t in = {
         .route = route,
         .param = param,

@@ -2,6 +2,7 @@
     rendering (MessagePack -> JSON, ids as strings), the request-head parser, the
     Prometheus text, the rate limits and the failed-login throttle. */
 #include "../unit/check.h"
+#include "body_json.h"
 #include "http_head.h"
 #include "login_throttle.h"
 #include "metrics.h"
@@ -231,6 +232,110 @@ static void s_check_text(const msgpack_object *o, const char *want)
     free(text);
 }
 
+/* body_json_load(b) is json_loadb(b, JSON_REJECT_DUPLICATES): the same value with
+   its keys in the same order, or both refuse; fast: read without jansson */
+static void s_check_body_as(const char *b, size_t len, bool fast_wanted)
+{
+    json_t *f = body_json_read(b, len);
+    CHECK(!fast_wanted || f);
+    json_decref(f);
+    json_error_t e1, e2;
+    json_t *fast = body_json_load(b, len, &e1);
+    json_t *slow = json_loadb(b, len, JSON_REJECT_DUPLICATES, &e2);
+    CHECK(!fast == !slow);
+    if (fast && slow) {
+        char *x = json_dumps(fast, JSON_COMPACT), *y = json_dumps(slow, JSON_COMPACT);
+        CHECK(json_equal(fast, slow) && x && y && strcmp(x, y) == 0);
+        free(x);
+        free(y);
+    } else if (!fast && !slow) {
+        CHECK(strcmp(e1.text, e2.text) == 0 && e1.line == e2.line && e1.column == e2.column);
+    }
+    json_decref(fast);
+    json_decref(slow);
+}
+
+static void s_check_body(const char *b, size_t len)
+{
+    s_check_body_as(b, len, false);
+}
+
+static void test_body_json(void)
+{
+    const char *bodies[] = {
+        "{}",
+        " { } ",
+        "{\"content\":\"hello\"}",
+        "\t{\r\n\"a\" : \"b\" ,\"c\":true}\n",
+        "{\"content\":\"x\",\"content_type\":null,\"stream\":false}",
+        "{\"b\":\"1\",\"a\":\"2\"}",                       /* order kept */
+        "{\"s\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"}",          /* every short escape */
+        "{\"s\":\"\\u00e9\\u20AC\\ud83d\\ude00\\u0041\"}", /* \u, a pair, both cases */
+        "{\"\\u006b\":\"keyed by an escape\"}",
+        "{\"s\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"}",
+        "{\"\":\"\"}",
+        "{\"a\":\"b\"}x",
+        "{\"a\":\"b\"}}",
+        "{}x",
+        "{",
+        "{\"a\"",
+        "{\"a\":",
+        "{\"a\":\"b\",}",
+        "{,}",
+        "{\"a\" \"b\"}",
+        "{a:\"b\"}",
+        "[]",
+        "\"s\"",
+        "",
+        " ",
+        "{\"a\":1}",
+        "{\"a\":-1.5e3}",
+        "{\"a\":[\"b\"]}",
+        "{\"a\":{\"b\":null}}",
+        "{\"a\":truex}",
+        "{\"a\":tru}",
+        "{\"a\":nul}",
+        "{\"a\":True}",
+        "{\"a\":\"b\",\"a\":\"c\"}", /* duplicate: refused */
+        "{\"s\":\"\\u0000\"}",
+        "{\"\\u0000\":\"s\"}",
+        "{\"s\":\"\\ud800\"}",
+        "{\"s\":\"\\udc00\"}",
+        "{\"s\":\"\\ud800\\u0041\"}",
+        "{\"s\":\"\\ud800x\"}",
+        "{\"s\":\"\\u12\"}",
+        "{\"s\":\"\\u12g4\"}",
+        "{\"s\":\"\\x\"}",
+        "{\"s\":\"\\\"}",
+        "{\"s\":\"a\nb\"}",
+        "{\"s\":\"a\x7f\"}",
+        "{\"s\":\"\xc0\xaf\"}",
+        "{\"s\":\"\xed\xa0\x80\"}",
+        "{\"s\":\"\xe2\x82\"}",
+        "{\"s\":\"\xff\"}",
+        "\xef\xbb\xbf{}",
+        "{\"s\":\"abc",
+        "{\"s\":\"abc\\",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof *bodies; i++)
+        s_check_body_as(bodies[i], strlen(bodies[i]), i < 11); /* the first 11 are read fast */
+    /* a NUL byte in the text, outside and inside a string */
+    s_check_body("{}\0", 3);
+    s_check_body("{\"s\":\"a\0b\"}", 12);
+    /* long strings: an escape or a bad byte at every place of a word, and a
+       string cut there */
+    const char *odd[] = {"\\n",  "\\u00e9", "\\ud83d\\ude00", "\\\"", "\xc3\xa9",
+                         "\x01", "\xff",    "\\u0000",        "\""};
+    for (size_t k = 0; k < sizeof odd / sizeof *odd; k++)
+        for (size_t at = 0; at < 20; at++) {
+            char b[96];
+            int n = snprintf(b, sizeof b, "{\"content\":\"%.*s%s%s\"}", (int)at,
+                             "abcdefghijklmnopqrstuvwxyz", odd[k], at % 2 ? "tail-tail-tail" : "");
+            s_check_body_as(b, (size_t)n, k < 5); /* escapes and UTF-8 are read fast */
+            s_check_body(b, (size_t)n - 2);
+        }
+}
+
 static void test_render_text(void)
 {
     msgpack_sbuffer buf;
@@ -251,6 +356,40 @@ static void test_render_text(void)
     mp_pack_strn(&pk, "a\"b\\c\b\f\n\r\t\x01\x1f\x7f/\xc3\xa9\xf0\x9f\x98\x80", 20);
     S_UNPACK();
     s_check_text(&o, "\"a\\\"b\\\\c\\b\\f\\n\\r\\t\\u0001\\u001F\x7f/\xc3\xa9\xf0\x9f\x98\x80\"");
+    /* long strings go eight bytes at a time: a byte to escape, a UTF-8 sequence or
+       a bad one at every place of a word, and at the ends */
+    const char *odd[] = {"\"",
+                         "\\",
+                         "\x01",
+                         "\x1f",
+                         "\n",
+                         "\xc3\xa9",
+                         "\xe2\x82\xac",
+                         "\xf0\x9f\x98\x80",
+                         "\x7f",
+                         " ",
+                         "~",
+                         "\xc0\xaf",
+                         "\xe2\x82",
+                         "\xff"};
+    for (size_t k = 0; k < sizeof odd / sizeof *odd; k++)
+        for (size_t at = 0; at < 26; at++) {
+            char s[64];
+            memset(s, 'a', sizeof s);
+            size_t n = strlen(odd[k]);
+            memcpy(s + at, odd[k], n);
+            size_t len = at + n + (at % 3) * 7; /* also cut right after it */
+            mp_pack_strn(&pk, s, len);
+            S_UNPACK();
+            size_t tlen = 0, jlen = 0;
+            char *tree = render_dump(render_json(&o, NULL), &jlen);
+            char *text = render_text(&o, &tlen);
+            CHECK(!tree == !text);
+            CHECK(!tree || (jlen == tlen && memcmp(tree, text, jlen) == 0));
+            CHECK(!text == (k >= 11)); /* the last three are not UTF-8 */
+            free(tree);
+            free(text);
+        }
     /* not UTF-8: an overlong form, a surrogate, a cut sequence, above U+10FFFF */
     const char *bad[] = {"\xc0\xaf", "\xed\xa0\x80", "ab\xe2\x82", "\xf4\x90\x80\x80"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
@@ -675,6 +814,7 @@ int main(void)
     test_validate();
     test_render();
     test_render_text();
+    test_body_json();
     test_head();
     test_metrics();
     test_ratelimit();

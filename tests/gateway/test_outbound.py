@@ -123,6 +123,57 @@ def test_non_reading_sockets_keep_gateway_rss_bounded(stack):
         gw.stop()
 
 
+def test_long_message_goes_out_in_fragments(stack):
+    """A 1 MB item to 40 sockets that do not read and one that does. Written as one
+    frame, each socket's write copied the whole item into the kernel inside the
+    event's callback: with 50 sockets one event held the loop for about 50 ms,
+    and every other client waited. It goes out as fragments of at most 64 KiB,
+    one per writeable, from the one rendered text: the reader gets it whole."""
+    gw = start_gateway(stack, write_progress_timeout_s=60, ws_max_per_device=64,
+                       ws_max_per_user=64)
+    idle = []
+    try:
+        user = stack.user()
+        writer = stack.device(user, "writer")
+        reader_dev = stack.device(user, "reader")
+        idle = [RawWS(gw.port, notify_path(user), rcvbuf=4096) for _ in range(40)]
+        reader = RawWS(gw.port, notify_path(reader_dev))
+        wait_sockets(gw, 41)
+        time.sleep(1)  # every hello written: the sockets are live
+        content = "".join(chr(ord("a") + i % 26) for i in range(1000 * 1000))
+        seq = post_item(gw, writer, content)["seq"]
+        msgs = []
+        reader.sock.settimeout(20)
+        while not any(m.get("type") == "clipboard.item" for m in msgs):
+            reader.buf += reader.sock.recv(1 << 20)
+            f = reader._frame()
+            while f is not None:
+                if f[0] == 0x1:
+                    msgs.append(json.loads(f[1]))
+                f = reader._frame()
+        item = [m for m in msgs if m.get("type") == "clipboard.item"][0]["item"]
+        assert item["seq"] == seq and item["content"] == content
+        frames = [f for f in reader.data_frames if f[2] > 1000]  # the item's, not the hello's
+        assert len(frames) >= 16, frames[:3]
+        assert frames[0][:2] == (0x1, False) and frames[-1][:2] == (0x0, True)
+        assert all(f[0] == 0x0 for f in frames[1:]) and max(f[2] for f in frames) <= 65536
+        # the websockets library (as browsers do) puts the fragments together
+        async def whole():
+            w = await websockets.connect(gw.ws_url + notify_path(reader_dev, after=seq - 1),
+                                         max_size=8 * MIB, open_timeout=10)
+            assert (await ws_recv(w, timeout=20))["type"] == "hello"
+            m = await ws_recv(w, timeout=20)
+            await w.close()
+            return m
+        m = run(whole(), timeout=60)
+        assert m["type"] == "clipboard.item" and m["item"]["content"] == content
+        reader.close()
+    finally:
+        for s in idle:
+            s.close()
+        gw.stop()
+
+
 def test_overflow_closes_4002_and_after_recovers_every_item(stack):
     gw = start_gateway(stack, ws_queue_max_bytes=256 * 1024, write_progress_timeout_s=60)
     try:

@@ -5,7 +5,12 @@ sends pongs, one that reads a socket to its end (close frame or EOF).
     ws = RawWS(port, "/v1/sync/notify?token=T", rcvbuf=4096)   # handshake done
     ws.send_frame(0xA, b"")          # an unsolicited PONG (masked, as a client must)
     ws.read_frames(timeout=10)       # -> [(opcode, payload), ...] until close/EOF
+    ws.data_frames                   # [(opcode, fin, length), ...] as they came
     ws.close()
+
+read_frames gives whole messages: the gateway sends a long message as
+fragments (a text frame without FIN, then continuation frames), which are put
+together here; data_frames records the frames themselves.
 
 rcvbuf shrinks the client's receive buffer before connecting, so a client that
 does not read stops the server's writes early.
@@ -46,6 +51,8 @@ class RawWS:
                 raise ConnectionError("closed during the handshake: %r" % buf)
             buf += chunk
         head, self.buf = buf.split(b"\r\n\r\n", 1)
+        self.partial = None  # (opcode, payload so far) of a fragmented message
+        self.data_frames = []  # (opcode, fin, length) of every data frame read
         status = int(head.split(b" ", 2)[1])
         if status != 101:
             body = self.buf
@@ -76,11 +83,13 @@ class RawWS:
     def send_text(self, text):
         self.send_frame(0x1, text.encode())
 
-    def _frame(self):
-        """One whole frame from self.buf, or None when it is not all here."""
+    def _raw_frame(self):
+        """One whole frame from self.buf as (fin, opcode, payload), or None when
+        it is not all here."""
         b = self.buf
         if len(b) < 2:
             return None
+        fin = bool(b[0] & 0x80)
         opcode = b[0] & 0x0F
         n = b[1] & 0x7F
         off = 2
@@ -97,7 +106,31 @@ class RawWS:
         if len(b) < off + n:
             return None
         self.buf = b[off + n:]
-        return opcode, b[off:off + n]
+        return fin, opcode, b[off:off + n]
+
+    def _frame(self):
+        """One whole message (opcode, payload) from self.buf, its fragments put
+        together, or a control frame (which may come between fragments); None when
+        it is not all here."""
+        while True:
+            f = self._raw_frame()
+            if f is None:
+                return None
+            fin, opcode, payload = f
+            if opcode >= 0x8:
+                return opcode, payload
+            self.data_frames.append((opcode, fin, len(payload)))
+            if opcode == 0x0:
+                if self.partial is None:
+                    raise ValueError("a continuation frame without a message to continue")
+                self.partial = (self.partial[0], self.partial[1] + payload)
+            elif self.partial is not None:
+                raise ValueError("a new message before the last one ended")
+            else:
+                self.partial = (opcode, payload)
+            if fin:
+                message, self.partial = self.partial, None
+                return message
 
     def read_frames(self, timeout=10.0, stop_at_close=True):
         """Every frame until a close frame (included), EOF or a reset. Raises
