@@ -45,6 +45,7 @@
 #include "throttle.h"
 #include "upstream.h"
 #include "validate.h"
+#include "username.h"
 
 #include <inttypes.h>
 #include <libwebsockets.h>
@@ -378,7 +379,7 @@ static int s_login_check(http_req_t *req, const msgpack_sbuffer *packed)
     size_t len = 0;
     if (msgpack_unpack_next(&u, packed->data, packed->size, NULL) == MSGPACK_UNPACK_SUCCESS)
         mp_get_str(mp_get(&u.data, "args"), "username", &name, &len);
-    bool possible = validate_username(name, len);
+    bool possible = username_ok(name, len);
     char address[RATELIMIT_KEY_MAX + 1] = "";
     if (req->wsi && !throttle_address_key(lws_get_socket_fd(req->wsi), address, sizeof address))
         address[0] = 0;

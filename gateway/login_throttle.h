@@ -15,7 +15,7 @@
     (max_entries each, least recently used evicted). Usernames are compared as
     the database does for the usernames an account can have: ASCII letters
     ignoring case. A username no account can have is not sent to a worker at all
-    (validate_username), since the database's comparison would make many
+    (username_ok), since the database's comparison would make many
     spellings (trailing spaces, accents) one account and so many throttle keys.
     Pure: no I/O, time is passed in.
 */

@@ -12,6 +12,7 @@
       use are ignored, a used one given twice is refused.
 */
 #include "validate.h"
+#include "username.h"
 #include "body_json.h"
 #include "mp.h"
 
@@ -390,19 +391,6 @@ void validate_pack_head(msgpack_packer *pk, const char *op, int64_t auth_user, i
     mp_pack_cstr(pk, "args");
 }
 
-bool validate_username(const char *s, size_t len)
-{
-    if (!s || len < 3 || len > 64)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '.' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
 /* The path's {id} as a number, or a 400 naming what the id is. */
 static int s_param_id(const validate_in_t *in, const char *what, int64_t *id, gw_err_t *err)
 {
@@ -450,7 +438,7 @@ int validate_request(const validate_in_t *in, msgpack_sbuffer *out, gw_err_t *er
     switch (r->id) {
     case ROUTE_USERS_CREATE: {
         s = s_str(body, "username", &len);
-        if (!validate_username(s, len)) { /* the length is the schema's: 3-64 */
+        if (!username_ok(s, len)) { /* the length is the schema's: 3-64 */
             gw_err_set(err, 400, "bad_request",
                        "\"username\" may only use letters, digits, '_', '.' and '-'");
             goto done;

@@ -58,9 +58,6 @@ void validate_pack_head(msgpack_packer *pk, const char *op, int64_t auth_user, i
 /* An id or seq as api.md has them: 1-19 ASCII digits, at most 2^63-1. */
 bool validate_id(const char *s, size_t len, int64_t *value);
 
-/* A username an account can have (user.create's rule): 3-64 of [A-Za-z0-9_.-]. */
-bool validate_username(const char *s, size_t len);
-
 /* Idempotency-Key: 1-128 printable ASCII characters (0x20-0x7e). */
 bool validate_idem_key(const char *s, size_t len);
 

@@ -2,23 +2,13 @@
 #include "clock.h"
 #include "mp.h"
 #include "ops.h"
+#include "username.h"
 
 #include <mysqld_error.h>
 #include <sodium.h>
 
 #define S_TOKEN_BYTES 32
 #define S_TOKEN_TEXT 48 /* base64url of 32 bytes: 43 chars + NUL */
-
-static bool s_username_chars_ok(const char *s, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '.' || c == '-'))
-            return false;
-    }
-    return true;
-}
 
 typedef struct {
     const char *username, *password;
@@ -32,7 +22,7 @@ void op_user_create(dbop_t *op)
     OP_BEGIN(op);
     if (!arg_str(op, "username", true, 3, 64, &st->username, &st->username_len))
         return;
-    if (!s_username_chars_ok(st->username, st->username_len)) {
+    if (!username_ok(st->username, st->username_len)) {
         dbop_error(op, 400, "bad_request",
                    "\"username\" may contain only letters, digits, '_', '.' and '-'");
         return;
