@@ -139,6 +139,8 @@ void op_chat_message_list(dbop_t *op)
         dbop_error(op, 400, "bad_request", "give \"after\" or \"before\", not both");
         return;
     }
+    /* two statements that differ only in direction: an ORDER BY direction cannot be
+       a bound parameter, and SQL text is never built at run time */
     if (!st->before) {
         OP_EXEC(op,
                 "SELECT c.id, m.id, m.role, m.content, m.status, m.error, m.created_at, w.total"
